@@ -1,0 +1,21 @@
+# The two commands of the README. Each sets up .venv on its own (scripts/setup_env.sh).
+VENV := .venv
+STAMP := $(VENV)/.installed
+PROFILE ?= demo
+OUT ?= runs/$(PROFILE)
+
+.PHONY: demo test setup browser
+
+$(STAMP): pyproject.toml scripts/setup_env.sh
+	bash scripts/setup_env.sh
+
+setup: $(STAMP)
+
+browser:
+	bash scripts/install_browser.sh
+
+demo: $(STAMP)
+	$(VENV)/bin/cinefoley reproduce --profile $(PROFILE) --out $(OUT)
+
+test: $(STAMP) browser
+	$(VENV)/bin/python -m pytest

@@ -1,0 +1,1 @@
+"""Data: manifests, the CineToy world, clip loading and test sets."""
