@@ -29,7 +29,7 @@ def _open_reader(path: Path):
         raise MediaError(path, "file is empty (0 bytes)")
     try:
         return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except decord.DECORDError as e:  # decord's messages are long C++ traces; keep the gist
+    except (decord.DECORDError, RuntimeError) as e:  # decord's messages are long C++ traces; keep the gist
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MediaError(path, f"no decodable video stream (truncated or not a video?): {first[:200]}") from None
 
@@ -70,11 +70,35 @@ def load_video(path: str | Path, *, fps: float = DEFAULT_FPS, n_frames: int | No
     try:
         frames = vr.get_batch(idx.tolist()).asnumpy()
     except Exception as e:
-        raise MediaError(path, f"decoding failed (truncated file?): {str(e).splitlines()[0][:200]}") from None
+        frames = _decode_with_pyav(path, idx, f"decoding failed (truncated file?): {str(e).splitlines()[0][:200]}")
     video = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
     if size is not None:
         video = resize(video, size)
     return video
+
+
+def _decode_with_pyav(path: Path, indices: np.ndarray, reason: str) -> np.ndarray:
+    """Frames ``indices`` (presentation order, as decord counts them) decoded by PyAV as RGB.
+
+    decord 0.6 fails to copy out frames of a few small widths (of the even widths up to 400 px:
+    2-8, 12, 16, 24, 48 and 72, e.g. a 48×96 portrait clip) although it decodes them; on the
+    widths decord handles, PyAV gives the same pixels.
+    """
+    import av
+
+    wanted, got = set(indices.tolist()), {}
+    try:
+        with av.open(str(path)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i in wanted:
+                    got[i] = frame.to_ndarray(format="rgb24")
+                if len(got) == len(wanted):
+                    break
+    except av.error.FFmpegError:
+        pass
+    if len(got) < len(wanted):
+        raise MediaError(path, reason)
+    return np.stack([got[i] for i in indices.tolist()])
 
 
 def resize(video: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -93,22 +117,31 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, *, audio: np.n
 
     Written to a temporary name and renamed, so a killed run never leaves half a file.
     """
-    import av
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     rate = Fraction(fps).limit_denominator(1000)
+    try:
+        _encode(tmp, frames, rate, audio, sample_rate, crf)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+    return path
+
+
+def _encode(tmp: Path, frames: np.ndarray, rate: Fraction, audio: np.ndarray | None, sample_rate: int,
+            crf: int) -> None:
+    import av
+
     with av.open(str(tmp), mode="w") as container:
         vs = container.add_stream("libx264", rate=rate)
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         vs.pix_fmt = "yuv420p"
         vs.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
-        streams = [vs]
         if audio is not None:
             aus = container.add_stream("aac", rate=sample_rate)
             aus.layout = "mono"
-            streams.append(aus)
         for frame in frames:
             for packet in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
@@ -118,9 +151,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, *, audio: np.n
             samples = np.ascontiguousarray(audio, dtype=np.float32)[None]
             af = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
             af.sample_rate = sample_rate
+            # with a timestamp the encoder marks its 1024 priming samples, so players and
+            # decoders drop them; without one the sound starts 64 ms late
+            af.pts, af.time_base = 0, Fraction(1, sample_rate)
             for packet in aus.encode(af):
                 container.mux(packet)
             for packet in aus.encode():
                 container.mux(packet)
-    tmp.replace(path)
-    return path

@@ -83,7 +83,10 @@ def _cache_key(df: pd.DataFrame, n_frames: int, size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([n_frames, size]).encode())
     h.update(df[["clip_id", "video_path"]].to_csv(index=False).encode())
-    for rel in df["video_path"]:  # content changes (a rebuilt world) must invalidate the cache
+    files = list(df["video_path"])
+    if "audio_path" in df:
+        files += [rel for rel in df["audio_path"] if isinstance(rel, str) and rel]
+    for rel in files:  # content changes (a rebuilt world) must invalidate the cache
         p = resolve(df, rel)
         h.update(f"{p.stat().st_size}:{p.stat().st_mtime_ns}".encode() if p.exists() else b"missing")
     return h.hexdigest()[:16]

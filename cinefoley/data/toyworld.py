@@ -176,7 +176,7 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if shape == "square":
         return np.maximum(np.abs(u), np.abs(v)) <= 0.85
     if shape == "diamond":
-        return np.abs(u) + np.abs(v) <= 1.1
+        return np.abs(u) + np.abs(v) <= 1.0  # inside the unit radius, so object_box holds it
     if shape == "triangle":  # apex up
         return (v <= 0.8) & (v >= -1.0 + 1.9 * np.abs(u))
     if shape == "cross":
@@ -396,6 +396,7 @@ def build_world(root: str | Path, cfg: WorldConfig | None = None, *, progress: b
                    height=cfg.size, duration=cfg.duration)
         rows.append(row)
     manifest = pd.DataFrame(rows)
+    manifest.attrs["root"] = str(root.resolve())  # its paths are relative to root, as read_manifest's
     atomic_write_bytes(root / "manifest.csv", manifest.to_csv(index=False).encode())
     atomic_write_json(root / "build_report.json", {"clips": len(rows), "rendered": rendered, "failed": failed,
                                                    "seconds": round(time.time() - started, 2)})

@@ -1,0 +1,128 @@
+"""Deterministic CU/CM test sets: windows from a hash of (clip id, seed), written into the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cinefoley.data.clips import read_manifest
+from cinefoley.data.testsets import load_params, variation_testset, write_testsets
+from cinefoley.data.toyworld import WorldConfig, build_world
+from cinefoley.variations import params_for_clip
+
+
+@pytest.fixture(scope="module")
+def world_manifest(tiny_world):
+    return read_manifest(tiny_world / "manifest.csv")
+
+
+@pytest.fixture(scope="module")
+def testsets(tmp_path_factory, world_manifest):
+    out = tmp_path_factory.mktemp("testsets")
+    paths = write_testsets(world_manifest, out, seed=0)
+    return {k: pd.read_csv(p) for k, p in paths.items()}, paths
+
+
+def test_writes_original_cu_and_cm_manifests_with_absolute_paths(testsets, world_manifest, tiny_world):
+    sets, paths = testsets
+    assert set(paths) == {"original", "cu", "cm"}
+    assert [p.name for p in paths.values()] == ["test_original.csv", "test_cu.csv", "test_cm.csv"]
+    test_ids = list(world_manifest.loc[world_manifest["split"] == "test", "clip_id"])
+    for kind, df in sets.items():
+        assert list(df["clip_id"]) == test_ids
+        for col in ("video_path", "audio_path"):
+            assert all(Path(p).is_absolute() and Path(p).exists() for p in df[col])
+            assert all(Path(p).is_relative_to(tiny_world.resolve()) for p in df[col])
+    assert (sets["original"]["variation"] == "original").all()
+    assert sets["original"]["variation_params"].isna().all()
+    assert (sets["original"]["visible_fraction"] == 1.0).all()
+    for kind, name in (("cu", "close_up"), ("cm", "camera_move")):
+        df = sets[kind]
+        assert (df["variation"] == kind).all() and (df["variation_seed"] == 0).all()
+        params = [load_params(row) for _, row in df.iterrows()]
+        assert all(p.kind == name and (p.n_frames, p.height, p.width) == (8, 64, 64) for p in params)
+        assert df["visible_fraction"].between(0, 1).all()
+    assert all(load_params(row) is None for _, row in sets["original"].iterrows())
+
+
+def test_params_in_the_manifest_are_the_hashed_draws(testsets):
+    sets, _ = testsets
+    for kind, name in (("cu", "close_up"), ("cm", "camera_move")):
+        for _, row in sets[kind].iterrows():
+            assert load_params(row) == params_for_clip(row["clip_id"], name, 8, 64, 64, seed=0)
+
+
+def test_a_clip_gets_the_same_window_in_any_subset(world_manifest):
+    test = world_manifest[world_manifest["split"] == "test"]
+    full = variation_testset(test, "cu", seed=0).set_index("clip_id")
+    subset = variation_testset(test.iloc[[4, 1]], "cu", seed=0).set_index("clip_id")
+    for clip_id, row in subset.iterrows():
+        assert row["variation_params"] == full.loc[clip_id, "variation_params"]
+        assert row["visible_fraction"] == full.loc[clip_id, "visible_fraction"]
+
+
+def test_another_seed_gives_other_windows(world_manifest):
+    test = world_manifest[world_manifest["split"] == "test"]
+    for kind in ("cu", "cm"):
+        a, b = variation_testset(test, kind, seed=0), variation_testset(test, kind, seed=1)
+        assert all(x != y for x, y in zip(a["variation_params"], b["variation_params"]))
+        assert (b["variation_seed"] == 1).all()
+
+
+def _visible_by_masks(boxes, windows, size=64) -> float:
+    shares = []
+    for (ot, ol, oh, ow), (wt, wl, wh, ww) in zip(boxes, windows):
+        obj = np.zeros((size, size), bool)
+        obj[ot:ot + oh, ol:ol + ow] = True
+        win = np.zeros((size, size), bool)
+        win[wt:wt + wh, wl:wl + ww] = True
+        shares.append((obj & win).sum() / obj.sum())
+    return float(np.mean(shares))
+
+
+@pytest.mark.parametrize("kind", ["cu", "cm"])
+def test_visible_fraction_is_the_share_of_the_box_in_the_window(testsets, kind):
+    df = testsets[0][kind]
+    for _, row in df.iterrows():
+        expected = _visible_by_masks(json.loads(row["boxes"]), load_params(row).boxes)
+        assert row["visible_fraction"] == pytest.approx(expected)
+    assert df["visible_fraction"].max() > 0  # the windows are where the objects can be
+
+
+def test_frame_size_comes_from_the_manifest_or_the_arguments(world_manifest):
+    test = world_manifest[world_manifest["split"] == "test"].drop(columns=["height", "width", "n_frames", "boxes"])
+    with pytest.raises(ValueError, match="n_frames/height/width"):
+        variation_testset(test, "cm")
+    df = variation_testset(test, "cm", n_frames=32, height=224, width=398)
+    params = load_params(df.iloc[0])
+    assert (params.n_frames, params.height, params.width, params.axis) == (32, 224, 398, "horizontal")
+    assert df["visible_fraction"].isna().all()
+    with pytest.raises(ValueError, match="'cu' or 'cm'"):
+        variation_testset(test, "zoom", n_frames=8, height=64, width=64)
+
+
+def test_paths_are_resolved_against_the_manifest_folder(tmp_path, tiny_world):
+    elsewhere = tmp_path / "lists"
+    elsewhere.mkdir()
+    df = pd.read_csv(tiny_world / "manifest.csv")
+    for col in ("video_path", "audio_path"):
+        df[col] = [os.path.relpath(tiny_world / p, elsewhere) for p in df[col]]
+    df.to_csv(elsewhere / "manifest.csv", index=False)
+    paths = write_testsets(read_manifest(elsewhere / "manifest.csv"), tmp_path / "out", seed=3)
+    cm = pd.read_csv(paths["cm"])
+    first = pd.read_csv(tiny_world / "manifest.csv").query("split == 'test'").iloc[0]
+    assert cm.loc[0, "video_path"] == str((tiny_world / first["video_path"]).resolve())
+    assert cm.loc[0, "audio_path"] == str((tiny_world / first["audio_path"]).resolve())
+
+
+def test_the_manifest_build_world_returns_works_from_any_folder(tmp_path, monkeypatch):
+    manifest = build_world(tmp_path / "world", WorldConfig(n_train=0, n_val=0, n_test=2), progress=False)
+    monkeypatch.chdir(tmp_path)
+    paths = write_testsets(manifest, tmp_path / "sets")
+    cu = pd.read_csv(paths["cu"])
+    assert all(Path(p).exists() for p in cu["video_path"])
