@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 02")
     p.set_defaults(func=_reproduce)
+
+    from cinefoley.checkpoints import register as register_checkpoints
+    from cinefoley.data.vggsound import register_vggsound
+
+    register_checkpoints(sub)
+    register_vggsound(sub)
     return parser
 
 

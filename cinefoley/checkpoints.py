@@ -1,0 +1,265 @@
+"""Reading Diff-Foley's released checkpoint files and checking that every key is accounted for.
+
+Diff-Foley loads all of its checkpoints with ``load_state_dict(strict=False)``, so a file with missing,
+renamed or extra weights loads silently and generates noise. Here every loader compares the file's keys
+(and shapes) with the model it builds and raises :class:`KeyMismatchError` (a
+:class:`~cinefoley.errors.CheckpointError` naming the file) that lists what does not match.
+
+The files this package reads (``diff_foley_ckpt/`` of the HF repo ``SimianLuo/Diff-Foley``):
+
+- ``cavp_epoch66.ckpt``: CAVP (Stage 1), OpenCLIP-style with DDP's ``module.`` prefix;
+  :func:`cinefoley.encoders.cavp.load_cavp`.
+- ``ldm_epoch240.ckpt``: the LDM (Stage 2), a Lightning ``state_dict``; :func:`cinefoley.ldm.load_ldm`.
+- ``eval_classifier.ckpt``: the Align-Acc classifier, Lightning;
+  :func:`cinefoley.align_classifier.load_align_classifier`.
+
+``cinefoley check-checkpoints`` (:func:`register`) reports, for a folder or for named files, what was
+found and whether each one loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from cinefoley.errors import CheckpointError
+
+#: The released file names and the kind of model each holds.
+RELEASED_FILES = {
+    "cavp": "cavp_epoch66.ckpt",
+    "ldm": "ldm_epoch240.ckpt",
+    "eval_classifier": "eval_classifier.ckpt",
+}
+
+StateDictSource = str | Path | Mapping[str, torch.Tensor]
+
+
+def source_name(source: StateDictSource) -> str:
+    """The file name used in error messages (``<state dict>`` for an in-memory dict)."""
+    return str(source) if isinstance(source, (str, Path)) else "<state dict>"
+
+
+def read_state_dict(source: StateDictSource) -> dict[str, torch.Tensor]:
+    """The flat ``{key: tensor}`` of a checkpoint file (``.ckpt``/``.pt``/``.pth`` or ``.safetensors``).
+
+    A ``{"state_dict": ...}`` wrapper (Lightning, OpenCLIP) is unwrapped. Pickles are first read with
+    ``weights_only=True``; the released Lightning files also pickle hyper-parameters, which that refuses
+    (the diffusers ``from_single_file`` pitfall), so they are then read in full: only load files you trust.
+    """
+    if isinstance(source, Mapping):
+        obj = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise CheckpointError(path, "file not found")
+        obj = _load_file(path)
+    name = source_name(source)
+    while isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(name, f"holds a {type(obj).__name__}, not a state dict")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    others = sorted(str(k) for k in obj if k not in tensors)
+    if not tensors:
+        raise CheckpointError(name, "holds no tensors")
+    if others:
+        raise CheckpointError(name, f"state dict has {len(others)} non-tensor entries: {others[:5]}")
+    return dict(tensors)
+
+
+def _load_file(path: Path):
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(path, f"cannot read safetensors: {e}") from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # non-tensor objects in the pickle (Lightning hyper-parameters): read it in full below
+    except Exception as e:
+        raise CheckpointError(path, f"cannot read checkpoint: {e}") from e
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CheckpointError(path, f"cannot read checkpoint: {e}") from e
+
+
+@dataclass
+class KeyReport:
+    """How a checkpoint's keys match a model's: what is missing, unexpected, mis-shaped or ignored on purpose."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    used: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def merge(self, other: KeyReport) -> KeyReport:
+        return KeyReport(self.missing + other.missing, self.unexpected + other.unexpected,
+                         self.mismatched + other.mismatched, self.ignored + other.ignored, self.used + other.used)
+
+    def describe(self, limit: int = 20) -> str:
+        parts = []
+        for title, items in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if items:
+                shown = ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+                parts.append(f"{len(items)} {title} keys: {shown}")
+        if self.mismatched:
+            shown = "; ".join(f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in self.mismatched[:limit])
+            parts.append(f"{len(self.mismatched)} mis-shaped tensors: {shown}")
+        return " | ".join(parts) if parts else "all keys match"
+
+    def counts(self) -> dict[str, int]:
+        return {"used": self.used, "missing": len(self.missing), "unexpected": len(self.unexpected),
+                "mismatched": len(self.mismatched), "ignored": len(self.ignored)}
+
+
+class KeyMismatchError(CheckpointError):
+    """A checkpoint whose keys or shapes do not match the model; ``.report`` is the :class:`KeyReport`."""
+
+    def __init__(self, path: str | Path, what: str, report: KeyReport):
+        self.report = report
+        super().__init__(path, f"does not match {what}: {report.describe()}")
+
+
+def compare_keys(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Size | None], *,
+                 ignore_prefixes: tuple[str, ...] = ()) -> KeyReport:
+    """Compare a state dict with the expected ``{key: shape}`` (``None``: shape checked elsewhere)."""
+    ignored = sorted(k for k in found if k not in expected and k.startswith(ignore_prefixes))
+    report = KeyReport(missing=sorted(set(expected) - set(found)),
+                       unexpected=sorted(set(found) - set(expected) - set(ignored)), ignored=ignored)
+    for key, shape in expected.items():
+        if key in found and shape is not None and tuple(found[key].shape) != tuple(shape):
+            report.mismatched.append((key, tuple(found[key].shape), tuple(shape)))
+    report.used = len(set(found) & set(expected))
+    return report
+
+
+def require(report: KeyReport, source: StateDictSource, what: str) -> None:
+    """Raise :class:`KeyMismatchError` unless every key matched."""
+    if not report.ok:
+        raise KeyMismatchError(source_name(source), what, report)
+
+
+# ----------------------------------------------------------------------------------------------
+# cinefoley check-checkpoints
+
+
+@dataclass
+class CheckResult:
+    """One checkpoint's line of the check-checkpoints report."""
+
+    kind: str
+    path: str
+    found: bool
+    loads: bool = False
+    error: str = ""
+    keys: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _load_kind(kind: str, path: Path, options: Mapping) -> KeyReport:
+    # Imported here: these pull in diffusers, which `cinefoley --help` should not pay for.
+    if kind == "cavp":
+        from cinefoley.encoders.cavp import load_cavp
+
+        return load_cavp(path, **{"allow_audio_branch": True, **options}).key_report
+    if kind == "ldm":
+        from cinefoley.ldm import load_ldm
+
+        return load_ldm(path, **options).key_report
+    if kind == "eval_classifier":
+        from cinefoley.align_classifier import load_align_classifier
+
+        return load_align_classifier(path, **options).key_report
+    raise ValueError(f"unknown checkpoint kind {kind!r}; known: {sorted(RELEASED_FILES)}")
+
+
+def check_checkpoints(paths: str | Path | Mapping[str, str | Path | None],
+                      options: Mapping[str, Mapping] | None = None) -> list[CheckResult]:
+    """Find and load Diff-Foley's checkpoints; never raises for a bad or absent file.
+
+    ``paths`` is a folder (the released file names are looked up in it, then one level below, e.g.
+    ``diff_foley_ckpt/``) or ``{kind: path}`` with kinds from :data:`RELEASED_FILES`. ``options`` gives
+    each kind's loader keywords (e.g. ``{"ldm": {"config": ...}}``); CAVP is checked with its audio branch
+    allowed, as the released file holds it.
+    """
+    options = options or {}
+    if isinstance(paths, Mapping):
+        wanted = {k: Path(v) for k, v in paths.items() if v is not None}
+    else:
+        folder = Path(paths)
+        wanted = {}
+        for kind, name in RELEASED_FILES.items():
+            hits = [folder / name] + sorted(folder.glob(f"*/{name}"))
+            wanted[kind] = next((p for p in hits if p.is_file()), folder / name)
+    results = []
+    for kind, path in wanted.items():
+        res = CheckResult(kind=kind, path=str(path), found=path.is_file())
+        if not res.found:
+            res.error = "file not found"
+            results.append(res)
+            continue
+        start = time.time()
+        try:
+            res.keys = _load_kind(kind, path, options.get(kind, {})).counts()
+            res.loads = True
+        except CheckpointError as e:
+            res.error = str(e)
+            if isinstance(e, KeyMismatchError):
+                res.keys = e.report.counts()
+        res.seconds = round(time.time() - start, 2)
+        results.append(res)
+    return results
+
+
+def format_report(results: list[CheckResult]) -> str:
+    lines = []
+    for r in results:
+        status = "loads" if r.loads else ("NOT FOUND" if not r.found else "FAILS")
+        counts = ", ".join(f"{k} {v}" for k, v in r.keys.items())
+        lines.append(f"{r.kind:16s} {status:9s} {r.path}" + (f"  [{counts}]" if counts else "")
+                     + (f"  ({r.seconds} s)" if r.found else ""))
+        if r.error and r.found:
+            lines.append(f"{'':16s} {r.error}")
+    return "\n".join(lines)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``check-checkpoints [FOLDER] [--cavp P] [--ldm P] [--eval-classifier P] [--json]``.
+
+    Sets ``func`` (``args -> exit code``): 0 when every checkpoint looked for loads, 1 otherwise.
+    """
+    p = subparsers.add_parser("check-checkpoints", help="check that Diff-Foley's released checkpoints load",
+                              description=check_checkpoints.__doc__.splitlines()[0])
+    p.add_argument("folder", nargs="?", help="folder holding the released files (e.g. diff_foley_ckpt/)")
+    for kind, name in RELEASED_FILES.items():
+        p.add_argument(f"--{kind.replace('_', '-')}", dest=kind, metavar="PATH", help=f"a {name}-format file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_run_check)
+    return p
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    named = {k: getattr(args, k) for k in RELEASED_FILES if getattr(args, k)}
+    if args.folder is None and not named:
+        raise SystemExit("check-checkpoints: give a folder or at least one of --cavp/--ldm/--eval-classifier")
+    results = check_checkpoints(args.folder) if args.folder else []
+    if named:
+        results = [r for r in results if r.kind not in named] + check_checkpoints(named)
+    print(json.dumps([asdict(r) for r in results], indent=2) if args.json else format_report(results))
+    return 0 if all(r.loads for r in results) else 1

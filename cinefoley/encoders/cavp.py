@@ -1,0 +1,178 @@
+"""CAVP's video encoder (Diff-Foley Stage 1), loadable from the released ``cavp_epoch66.ckpt``.
+
+The encoder E that gives the LDM its per-frame video features: an mmaction2 SlowOnly ResNet3D-50
+(Bottleneck3d blocks 3, 4, 6, 3; stem conv (1, 7, 7) stride (1, 2, 2) + BN + ReLU, max-pool (1, 3, 3)
+stride (1, 2, 2); spatial strides 1, 2, 2, 2; no temporal stride anywhere; layer3/layer4 inflated with
+the '3x1x1' style, so their conv1 is (3, 1, 1); no pool2), a spatial average pool, then
+``video_project_head`` (Linear 2048 -> 512) per frame and L2 normalisation: (B, T, 512) at 4 fps.
+
+The modules are named so that ``state_dict()`` keys are the checkpoint's (mmcv ``ConvModule`` layout:
+``<name>.conv.weight``, ``<name>.bn.{weight,bias,running_mean,running_var,num_batches_tracked}``), e.g.
+``video_encoder.layer3.0.conv1.conv.weight`` of shape (256, 1024, 3, 1, 1). No mmcv is needed.
+
+Input as in Diff-Foley's ``Extract_CAVP_Features``: frames squash-resized to 224x224, range [0, 1], no
+mean/std normalisation, pushed through the network in chunks of 40 frames. The temporal convolutions
+see only the frames of their chunk, so the chunking changes the features near chunk boundaries; it is
+reproduced here on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.functional import resize
+
+from cinefoley.checkpoints import KeyReport, StateDictSource, compare_keys, read_state_dict, require
+
+#: Frames per forward pass in Diff-Foley's feature extraction ("batch_size = 40 # Don't change it").
+CHUNK_FRAMES = 40
+INPUT_SIZE = 224
+#: Keys of CAVP's audio branch, present in the released file but not used for video features.
+AUDIO_BRANCH_PREFIXES = ("spec_encoder.", "spec_project_head.", "logit_scale")
+
+
+class ConvModule(nn.Module):
+    """mmcv's ``ConvModule`` as SlowOnly uses it: Conv3d without bias, BatchNorm3d, optional ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int] = (1, 1, 1),
+                 padding: tuple[int, int, int] = (0, 0, 0), relu: bool = True):
+        super().__init__()
+        self.conv = nn.Conv3d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm3d(cout)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return F.relu(x, inplace=True) if self.relu else x
+
+
+class Bottleneck3d(nn.Module):
+    """mmaction's Bottleneck3d, 'pytorch' style (the spatial stride sits on conv2)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, spatial_stride: int = 1, inflate: bool = False,
+                 downsample: ConvModule | None = None):
+        super().__init__()
+        # '3x1x1' inflation: a temporal kernel of 3 on conv1 only; conv2 stays (1, 3, 3)
+        t = 3 if inflate else 1
+        self.conv1 = ConvModule(inplanes, planes, (t, 1, 1), padding=(t // 2, 0, 0))
+        self.conv2 = ConvModule(planes, planes, (1, 3, 3), stride=(1, spatial_stride, spatial_stride),
+                                padding=(0, 1, 1))
+        self.conv3 = ConvModule(planes, planes * self.expansion, (1, 1, 1), relu=False)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(self.conv3(self.conv2(self.conv1(x))) + identity, inplace=True)
+
+
+class SlowOnlyResNet3d(nn.Module):
+    """SlowOnly ResNet3D (mmaction ``ResNet3dSlowOnly``); ``stage_blocks=(3, 4, 6, 3)`` is depth 50.
+
+    ``forward``: (B, 3, T, H, W) -> (B, feat_dim, T), averaged over space; ``feat_dim`` = 32·base_channels.
+    """
+
+    spatial_strides = (1, 2, 2, 2)
+    inflate = (False, False, True, True)
+
+    def __init__(self, stage_blocks: tuple[int, ...] = (3, 4, 6, 3), base_channels: int = 64):
+        super().__init__()
+        if len(stage_blocks) != 4:
+            raise ValueError(f"SlowOnly has 4 stages, got stage_blocks={stage_blocks}")
+        self.conv1 = ConvModule(3, base_channels, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3))
+        self.maxpool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        inplanes = base_channels
+        for i, n_blocks in enumerate(stage_blocks):
+            planes = base_channels * 2**i
+            stride = self.spatial_strides[i]
+            downsample = None
+            if stride != 1 or inplanes != planes * Bottleneck3d.expansion:
+                downsample = ConvModule(inplanes, planes * Bottleneck3d.expansion, (1, 1, 1),
+                                        stride=(1, stride, stride), relu=False)
+            blocks = [Bottleneck3d(inplanes, planes, stride, self.inflate[i], downsample)]
+            inplanes = planes * Bottleneck3d.expansion
+            blocks += [Bottleneck3d(inplanes, planes, 1, self.inflate[i]) for _ in range(1, n_blocks)]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        self.feat_dim = inplanes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.conv1(x))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return x.mean(dim=(3, 4))
+
+
+class CAVPVideoEncoder(nn.Module):
+    """CAVP's video branch: SlowOnly + ``video_project_head``; per-frame, L2-normalised 512-d features."""
+
+    def __init__(self, stage_blocks: tuple[int, ...] = (3, 4, 6, 3), base_channels: int = 64,
+                 embed_dim: int = 512):
+        super().__init__()
+        self.video_encoder = SlowOnlyResNet3d(stage_blocks, base_channels)
+        self.video_project_head = nn.Linear(self.video_encoder.feat_dim, embed_dim)
+        self.key_report: KeyReport | None = None
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Diff-Foley's ``encode_video(normalize=True, pool=False)``: (B, T, 3, H, W) in [0, 1] -> (B, T, 512)."""
+        feat = self.video_encoder(video.permute(0, 2, 1, 3, 4)).transpose(1, 2)
+        return F.normalize(self.video_project_head(feat), dim=-1)
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor, *, chunk: int = CHUNK_FRAMES, size: int = INPUT_SIZE) -> torch.Tensor:
+        """Features of 4-fps frames (T, 3, H, W) or (B, T, 3, H, W), uint8 or float in [0, 1].
+
+        Frames are squash-resized to ``size`` x ``size`` and encoded ``chunk`` frames at a time, as
+        Diff-Foley extracts them. Returns (T, 512) or (B, T, 512).
+        """
+        single = frames.dim() == 4
+        video = frames[None] if single else frames
+        if video.dim() != 5 or video.shape[2] != 3:
+            raise ValueError(f"expected frames (T, 3, H, W) or (B, T, 3, H, W), got {tuple(frames.shape)}")
+        b, t = video.shape[:2]
+        flat = video.reshape(b * t, *video.shape[2:])
+        # uint8 frames are resized in uint8, like PIL's resize in Diff-Foley, then scaled to [0, 1]
+        flat = resize(flat, [size, size], antialias=True)
+        flat = flat.float() / 255.0 if flat.dtype == torch.uint8 else flat.float()
+        video = flat.reshape(b, t, 3, size, size)
+        param = next(self.parameters())
+        feats = [self(video[:, s:s + chunk].to(param.device, param.dtype)) for s in range(0, t, chunk)]
+        out = torch.cat(feats, dim=1)
+        return out[0] if single else out
+
+
+def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove DDP's leading ``module.`` from each key.
+
+    Diff-Foley's loader uses ``key.replace("module.", "")``, which also deletes the substring inside a
+    key. No key of this model contains it, so both agree on valid files; here an inner ``module.`` is
+    left alone and then reported as an unexpected key instead of being silently renamed.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        out[key] = value
+    return out
+
+
+def load_cavp(source: StateDictSource, *, allow_audio_branch: bool = False,
+              stage_blocks: tuple[int, ...] = (3, 4, 6, 3), base_channels: int = 64,
+              embed_dim: int = 512) -> CAVPVideoEncoder:
+    """A :class:`CAVPVideoEncoder` (in eval mode) from a ``cavp_epoch66.ckpt``-format file or state dict.
+
+    Every key must be used: missing, unexpected or mis-shaped keys raise
+    :class:`~cinefoley.checkpoints.KeyMismatchError` naming the file. The released file also holds the
+    audio branch (``spec_encoder.*``, ``logit_scale``); ``allow_audio_branch=True`` ignores those keys
+    (they are listed in ``model.key_report.ignored``).
+    """
+    state = strip_module_prefix(read_state_dict(source))
+    model = CAVPVideoEncoder(stage_blocks, base_channels, embed_dim)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    report = compare_keys(state, expected, ignore_prefixes=AUDIO_BRANCH_PREFIXES if allow_audio_branch else ())
+    require(report, source, "CAVP's video encoder")
+    model.load_state_dict({k: state[k] for k in expected})
+    model.key_report = report
+    return model.eval()
