@@ -13,6 +13,9 @@ The files this package reads (``diff_foley_ckpt/`` of the HF repo ``SimianLuo/Di
 - ``eval_classifier.ckpt``: the Align-Acc classifier, Lightning;
   :func:`cinefoley.align_classifier.load_align_classifier`.
 
+The metric networks' files (:data:`METRIC_FILES`, :mod:`cinefoley.metrics.real_extractors`) are checked
+when named (``--panns``, ``--vggish``).
+
 ``cinefoley check-checkpoints`` (:func:`register`) reports, for a folder or for named files, what was
 found and whether each one loads.
 """
@@ -36,6 +39,12 @@ RELEASED_FILES = {
     "cavp": "cavp_epoch66.ckpt",
     "ldm": "ldm_epoch240.ckpt",
     "eval_classifier": "eval_classifier.ckpt",
+}
+
+#: The evaluation networks' files (AudioLDM's FD/KID/KL/IS and FAD extractors), checked only when named.
+METRIC_FILES = {
+    "panns": "Cnn14_16k_mAP=0.438.pth",
+    "vggish": "vggish-10086976.pth",
 }
 
 StateDictSource = str | Path | Mapping[str, torch.Tensor]
@@ -186,7 +195,11 @@ def _load_kind(kind: str, path: Path, options: Mapping) -> KeyReport:
         from cinefoley.align_classifier import load_align_classifier
 
         return load_align_classifier(path, **options).key_report
-    raise ValueError(f"unknown checkpoint kind {kind!r}; known: {sorted(RELEASED_FILES)}")
+    if kind in METRIC_FILES:
+        from cinefoley.metrics.real_extractors import load_panns, load_vggish
+
+        return {"panns": load_panns, "vggish": load_vggish}[kind](path, **options).key_report
+    raise ValueError(f"unknown checkpoint kind {kind!r}; known: {sorted({**RELEASED_FILES, **METRIC_FILES})}")
 
 
 def check_checkpoints(paths: str | Path | Mapping[str, str | Path | None],
@@ -194,9 +207,9 @@ def check_checkpoints(paths: str | Path | Mapping[str, str | Path | None],
     """Find and load Diff-Foley's checkpoints; never raises for a bad or absent file.
 
     ``paths`` is a folder (the released file names are looked up in it, then one level below, e.g.
-    ``diff_foley_ckpt/``) or ``{kind: path}`` with kinds from :data:`RELEASED_FILES`. ``options`` gives
-    each kind's loader keywords (e.g. ``{"ldm": {"config": ...}}``); CAVP is checked with its audio branch
-    allowed, as the released file holds it.
+    ``diff_foley_ckpt/``) or ``{kind: path}`` with kinds from :data:`RELEASED_FILES` or :data:`METRIC_FILES`.
+    ``options`` gives each kind's loader keywords (e.g. ``{"ldm": {"config": ...}}``); CAVP is checked with its
+    audio branch allowed, as the released file holds it.
     """
     options = options or {}
     if isinstance(paths, Mapping):
@@ -240,14 +253,15 @@ def format_report(results: list[CheckResult]) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``check-checkpoints [FOLDER] [--cavp P] [--ldm P] [--eval-classifier P] [--json]``.
+    """Add ``check-checkpoints [FOLDER] [--cavp P] [--ldm P] [--eval-classifier P] [--panns P] [--vggish P]
+    [--json]``.
 
     Sets ``func`` (``args -> exit code``): 0 when every checkpoint looked for loads, 1 otherwise.
     """
     p = subparsers.add_parser("check-checkpoints", help="check that Diff-Foley's released checkpoints load",
                               description=check_checkpoints.__doc__.splitlines()[0])
     p.add_argument("folder", nargs="?", help="folder holding the released files (e.g. diff_foley_ckpt/)")
-    for kind, name in RELEASED_FILES.items():
+    for kind, name in {**RELEASED_FILES, **METRIC_FILES}.items():
         p.add_argument(f"--{kind.replace('_', '-')}", dest=kind, metavar="PATH", help=f"a {name}-format file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_run_check)
@@ -255,9 +269,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    named = {k: getattr(args, k) for k in RELEASED_FILES if getattr(args, k)}
+    named = {k: getattr(args, k) for k in {**RELEASED_FILES, **METRIC_FILES} if getattr(args, k)}
     if args.folder is None and not named:
-        raise SystemExit("check-checkpoints: give a folder or at least one of --cavp/--ldm/--eval-classifier")
+        raise SystemExit("check-checkpoints: give a folder or at least one of "
+                         "--cavp/--ldm/--eval-classifier/--panns/--vggish")
     results = check_checkpoints(args.folder) if args.folder else []
     if named:
         results = [r for r in results if r.kind not in named] + check_checkpoints(named)
