@@ -47,6 +47,11 @@ def distill_loss(c_t: torch.Tensor, c_s: torch.Tensor) -> torch.Tensor:
     return (1.0 - F.cosine_similarity(c_t, c_s, dim=-1)).mean() + F.mse_loss(c_s, c_t)
 
 
+def as_frames(videos: torch.Tensor) -> torch.Tensor:
+    """uint8 clips -> float in [0, 1] (what CAVP expects); float clips pass through."""
+    return videos.float() / 255.0 if videos.dtype == torch.uint8 else videos
+
+
 # ---------------------------------------------------------------------------------------------
 # the teacher's features, cached once
 
@@ -64,7 +69,7 @@ def cache_teacher_features(teacher: nn.Module, videos: torch.Tensor, clip_ids: l
     teacher = teacher.to(device).eval()
     for chunk in tqdm([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)],
                       desc="teacher features", disable=not progress or not todo):
-        feats = teacher(videos[chunk].to(device)).float().cpu().numpy()
+        feats = teacher(as_frames(videos[chunk].to(device))).float().cpu().numpy()
         for i, f in zip(chunk, feats):
             atomic_savez(out_dir / f"{clip_ids[i]}.npz", feat=f.astype(np.float32))
     return out_dir
@@ -87,7 +92,7 @@ def encode(encoder: nn.Module, videos: torch.Tensor, *, batch_size: int = 64,
            device: str | torch.device = "cpu") -> torch.Tensor:
     """Features of many clips, batched, on CPU in float32."""
     encoder = encoder.to(device).eval()
-    return torch.cat([encoder(videos[i:i + batch_size].to(device)).float().cpu()
+    return torch.cat([encoder(as_frames(videos[i:i + batch_size].to(device))).float().cpu()
                       for i in range(0, len(videos), batch_size)])
 
 
@@ -207,8 +212,8 @@ def distill(teacher: nn.Module, videos: torch.Tensor, clip_ids: list[str], out_d
             batch = videos[idx]
             with torch.no_grad():
                 c_t = (c_t_all[idx].to(cfg.device) if cfg.teacher_targets == "cached"
-                       else teacher(batch.to(cfg.device)).float())
-            x = _varied_batch(batch, params, cfg)
+                       else teacher(as_frames(batch.to(cfg.device))).float())
+            x = as_frames(_varied_batch(batch, params, cfg))
             with autocast:
                 c_s = model(x)
             loss = distill_loss(c_t, c_s)

@@ -331,6 +331,12 @@ class DiffFoleyLDM(nn.Module):
         self.uncond_zeros = uncond_zeros
         self.key_report: KeyReport | None = None
 
+    @property
+    def latent_geometry(self) -> tuple[int, int]:
+        """(latent height, latent columns per video frame): the VAE downsamples 8×, a frame is 16 mel frames."""
+        down = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return 128 // down, 16 // down  # Diff-Foley's mel has 128 bins
+
     def context(self, feats: torch.Tensor, uncond: bool = False) -> torch.Tensor:
         """Cross-attention context of CAVP features (B, T, 512) -> (B, T, 768); ``uncond`` for CFG."""
         if not uncond:

@@ -13,16 +13,33 @@ from cinefoley.data.toyworld import WorldConfig
 
 
 @dataclass(frozen=True)
+class StageSettings:
+    pretrain_epochs: int = 15  # teacher T: CAVP-style contrastive pretraining on full frames
+    generator_steps: int = 1500  # generator G: diffusion training steps
+    evaluator_epochs: int = 15  # the three evaluation networks
+    distill_epochs: int = 25  # self-distillation (paper: 25)
+    samples_per_clip: int = 10  # generated sounds per test video (paper: 10)
+    diffusion_steps: int = 25  # DPM-Solver++ steps (paper: 25)
+    n_boot: int = 1000  # bootstrap resamples for every interval
+    ablations: bool = True  # train the Table 3 / Table 4 variants too
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     world: WorldConfig = field(default_factory=WorldConfig)
+    stages: StageSettings = field(default_factory=StageSettings)
     seed: int = 0
 
 
 PROFILES = {
-    "smoke": Profile("smoke", WorldConfig(n_train=96, n_val=24, n_test=32)),
-    "demo": Profile("demo", WorldConfig(n_train=800, n_val=100, n_test=200)),
-    "paper": Profile("paper", WorldConfig(n_train=4000, n_val=400, n_test=1000)),
+    "smoke": Profile("smoke", WorldConfig(n_train=96, n_val=24, n_test=32),
+                     StageSettings(pretrain_epochs=2, generator_steps=20, evaluator_epochs=2, distill_epochs=1,
+                                   samples_per_clip=1, diffusion_steps=4, n_boot=50)),
+    "demo": Profile("demo", WorldConfig(n_train=600, n_val=60, n_test=120),
+                    StageSettings(pretrain_epochs=15, generator_steps=1500, evaluator_epochs=15, distill_epochs=6,
+                                  samples_per_clip=1, diffusion_steps=25, n_boot=100)),
+    "paper": Profile("paper", WorldConfig(n_train=4000, n_val=400, n_test=1000), StageSettings()),
 }
 
 

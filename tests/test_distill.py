@@ -140,3 +140,14 @@ def test_ddp_with_two_gloo_processes_matches_one_process(tmp_path):
     ddp_state = torch.load(tmp_path / "ddp" / "student_state.pt")
     for k, v in single.state_dict().items():
         torch.testing.assert_close(ddp_state[k], v, atol=1e-5, rtol=1e-4)
+
+
+def test_the_real_cavp_encoder_distils_from_uint8_clips(tmp_path):
+    from diff_foley_files import small_cavp
+
+    videos, ids = clips(4, t=4, size=32)
+    teacher = small_cavp().eval()
+    student, hist = distill(teacher, videos, ids, tmp_path, DistillConfig(epochs=1, batch_size=2, k=1.0),
+                            progress=False)
+    assert len(hist["step_loss"]) == 2 and np.isfinite(hist["step_loss"]).all()
+    assert load_features(tmp_path / "teacher_feats", ids).shape == (4, 4, 512)

@@ -334,3 +334,19 @@ def test_cache_batches_misses_and_keeps_order(tmp_path):
         np.testing.assert_array_equal(got, want)
     embeddings = cache.clip_embeddings(wavs)
     assert embeddings.shape == (3, 3) and cache.name == "tiny" and cache.version == "1"
+
+
+def test_kid_with_subsets_as_large_as_both_sets_equals_the_full_set_estimate():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(40, 8)), rng.normal(0.3, 1.0, size=(40, 8))
+    full, std = kid(a, b, subsets=100, subset_size=1000)
+    # the reference loop over 100 permuted subsets gives the same number
+    x, y = a, b
+    r = np.random.RandomState(2020)
+    k = lambda u, v: (u @ v.T / 8 + 1) ** 3
+    vals = []
+    for _ in range(100):
+        xs, ys = x[r.choice(40, 40, replace=False)], y[r.choice(40, 40, replace=False)]
+        kxx, kyy, kxy = k(xs, xs), k(ys, ys), k(xs, ys)
+        vals.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (40 * 39) - 2 * kxy.mean())
+    assert full == pytest.approx(np.mean(vals), rel=1e-9) and std == 0.0

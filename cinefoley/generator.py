@@ -1,0 +1,172 @@
+"""CineToy's generator G: a small Diff-Foley-style latent diffusion model from diffusers parts (paper §3.4).
+
+What is kept from Diff-Foley's LDM (``Stage2_LDM.yaml``):
+- eps-prediction (Eq. 3) with the LDM schedule ``scaled_linear`` 0.00085 -> 0.012 over 1000 steps;
+- a ``UNet2DConditionModel`` that cross-attends to the per-frame video features, one token per frame,
+  after the conditioning embedder ``VideoFeatEmbedder`` (Linear 512 -> width + learned position
+  embedding over 40 positions), trained jointly with the UNet (``cond_stage_trainable``);
+- classifier-free guidance (Eq. 4) learnt by condition dropout p = 0.2, with the unconditional
+  context = zeros *after* the embedder. Diff-Foley's training code zeroes the raw features before the
+  embedder but its released sampler uses post-embedder zeros; here training uses post-embedder zeros
+  too, so training and sampling agree (``context(feats, uncond=True)``).
+
+What differs, and why: there is no VAE. A KL autoencoder on 128 x 128 mels costs minutes of 2-core
+CPU training on its own and blurs the tones it must reconstruct; instead the mel is diffused directly,
+folded space-to-depth (``pixel_unshuffle``) by ``patch`` = 8, which is exact, free and gives the UNet a
+16 x N/8 grid like Diff-Foley's 4 x 16 x 64 latent of a 128 x 512 mel. As LDM's ``scale_by_std`` does
+for its latents (Diff-Foley's 0.18215), the mel is standardised to unit variance first
+(``mel_shift``, ``mel_scale``, fitted on the training mels by ``train_generator``): the SD schedule
+assumes unit-variance data, and a raw mel (std ~0.05) would be drowned by the noise at almost every t.
+
+The sampler (:mod:`cinefoley.generate`) uses only ``unet``, ``context``, ``latent_geometry``,
+``decode_latent`` and ``noise_schedule``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from torch import nn
+from tqdm.auto import tqdm
+
+from cinefoley.conditioning import VideoFeatEmbedder
+from cinefoley.ldm import NOISE_SCHEDULE
+from cinefoley.utils import seed_everything
+
+
+@dataclass
+class ToyLDMConfig:
+    n_mels: int = 128
+    mel_frames: int = 128            # 2.048 s at hop 256 / 16 kHz
+    patch: int = 8                   # space-to-depth fold of the mel
+    feat_dim: int = 512              # per-frame video feature (CAVP layout)
+    max_frames: int = 40             # positions of the embedder (Diff-Foley: 40)
+    block_out_channels: tuple[int, ...] = (64, 64, 64)
+    layers_per_block: int = 1
+    attention_heads: int = 4
+    norm_num_groups: int = 16
+
+
+class ToyLDM(nn.Module):
+    """eps(z_t, t, c): ``unet`` + ``cond`` (Diff-Foley's cond_stage_model), diffusing the folded mel."""
+
+    config_class = ToyLDMConfig
+    vae = None  # the mel is diffused directly (see the module docstring)
+
+    def __init__(self, config: ToyLDMConfig | None = None):
+        super().__init__()
+        self.config = config = config or ToyLDMConfig()
+        p = config.patch
+        if config.n_mels % p or config.mel_frames % p:
+            raise ValueError(f"patch {p} must divide the mel size {config.n_mels} x {config.mel_frames}")
+        width = config.block_out_channels[-1]
+        depth = len(config.block_out_channels)
+        self.unet = UNet2DConditionModel(
+            sample_size=config.n_mels // p, in_channels=p * p, out_channels=p * p,
+            down_block_types=("CrossAttnDownBlock2D",) * (depth - 1) + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1),
+            block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
+            cross_attention_dim=width, attention_head_dim=config.attention_heads,
+            norm_num_groups=config.norm_num_groups)
+        self.cond = VideoFeatEmbedder(config.feat_dim, width, config.max_frames)
+        self.noise_schedule = dict(NOISE_SCHEDULE)
+        self.register_buffer("mel_shift", torch.tensor(0.5))
+        self.register_buffer("mel_scale", torch.tensor(0.5))
+
+    @torch.no_grad()
+    def fit_mel_scale(self, mels: torch.Tensor) -> None:
+        """Set ``mel_shift``/``mel_scale`` to the mean/std of ``mels``, so that latents have unit variance."""
+        self.mel_shift.fill_(mels.float().mean())
+        self.mel_scale.fill_(mels.float().std().clamp_min(1e-3))
+
+    @property
+    def latent_geometry(self) -> tuple[int, int]:
+        """(latent height, latent columns per video frame of 16 mel frames)."""
+        p = self.config.patch
+        return self.config.n_mels // p, 16 // p
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        p = self.config.patch
+        return (p * p, self.config.n_mels // p, self.config.mel_frames // p)
+
+    def context(self, feats: torch.Tensor, uncond: bool = False) -> torch.Tensor:
+        """Cross-attention context (B, T, width) of features (B, T, 512); ``uncond``: zeros after the embedder."""
+        emb = self.cond(feats.float())
+        return torch.zeros_like(emb) if uncond else emb
+
+    def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """Mel (B, 128, N) in [0, 1] -> z (B, p*p, 128/p, N/p), standardised."""
+        if mel.ndim != 3 or mel.shape[1] != self.config.n_mels or mel.shape[2] % self.config.patch:
+            raise ValueError(f"expected a mel batch (B, {self.config.n_mels}, multiple of "
+                             f"{self.config.patch}), got shape {tuple(mel.shape)}")
+        return F.pixel_unshuffle((mel.float().unsqueeze(1) - self.mel_shift) / self.mel_scale, self.config.patch)
+
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, p*p, 128/p, N/p) -> mel (B, 128, N), clipped to [0, 1]."""
+        return (F.pixel_shuffle(z, self.config.patch).squeeze(1) * self.mel_scale + self.mel_shift).clamp(0, 1)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The predicted noise eps(z_t, t, c)."""
+        return self.unet(z_t, t, encoder_hidden_states=context).sample
+
+
+@dataclass
+class GeneratorTrainConfig:
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    cond_drop_prob: float = 0.2      # Diff-Foley's CFG dropout
+    seed: int = 0
+    device: str = "cpu"
+
+
+def diffusion_loss(model: ToyLDM, z0: torch.Tensor, context: torch.Tensor, scheduler: DDPMScheduler,
+                   gen: torch.Generator) -> torch.Tensor:
+    """Eq. 3: || eps - eps_theta(z_t, t, c) ||^2 with t ~ U{0..999} and z_t = sqrt(a_t) z0 + sqrt(1 - a_t) eps."""
+    noise = torch.randn(z0.shape, generator=gen).to(z0.device)
+    t = torch.randint(scheduler.config.num_train_timesteps, (len(z0),), generator=gen).to(z0.device)
+    return F.mse_loss(model(scheduler.add_noise(z0, noise, t), t, context), noise)
+
+
+def train_generator(model: ToyLDM, feats: torch.Tensor, mels: torch.Tensor,
+                    cfg: GeneratorTrainConfig | None = None, progress: bool = True) -> dict[str, list[float]]:
+    """Train ``model`` on teacher features of full-frame clips (N, T, 512) and their mels (N, 128, 16 T).
+
+    First fits the mel standardisation on ``mels`` (``ToyLDM.fit_mel_scale``). Returns
+    ``{"loss": [...]}``, the training loss of every step. The model is left in eval mode.
+    """
+    cfg = cfg or GeneratorTrainConfig()
+    if len(feats) != len(mels):
+        raise ValueError(f"{len(feats)} feature clips but {len(mels)} mels")
+    seed_everything(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    scheduler = DDPMScheduler(**model.noise_schedule)
+    model.fit_mel_scale(mels)
+    model.to(cfg.device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
+    history: dict[str, list[float]] = {"loss": []}
+    order = torch.empty(0, dtype=torch.long)
+    for _ in tqdm(range(cfg.steps), desc="train generator", disable=not progress):
+        if len(order) < cfg.batch_size:
+            order = torch.cat([order, torch.randperm(len(mels), generator=gen)])
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
+        context = model.context(feats[idx].to(cfg.device))
+        keep = (torch.rand(len(idx), generator=gen) >= cfg.cond_drop_prob).to(context)
+        loss = diffusion_loss(model, model.encode_mel(mels[idx].to(cfg.device)),
+                              context * keep[:, None, None], scheduler, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history["loss"].append(loss.item())
+    model.eval()
+    return history

@@ -1,0 +1,140 @@
+"""The toy latent diffusion generator (cinefoley.generator)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from synthetic_av import make_clips
+
+from cinefoley.generator import (GeneratorTrainConfig, ToyLDM, ToyLDMConfig, diffusion_loss,
+                                 train_generator)
+from cinefoley.model_io import load_model, save_model
+
+TINY = ToyLDMConfig(block_out_channels=(32, 32), attention_heads=2, norm_num_groups=8)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return make_clips(16, seed=4, size=32)
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    return ToyLDM(TINY)
+
+
+def test_mel_latent_round_trip_is_exact_and_standardised(clips):
+    model = _tiny()
+    model.fit_mel_scale(clips.mels)
+    z = model.encode_mel(clips.mels)
+    assert model.latent_shape == (64, 16, 16) and z.shape == (16, 64, 16, 16)
+    assert model.latent_geometry == (16, 2)               # 2 latent columns per video frame
+    assert z.mean().abs() < 1e-4 and (z.std() - 1).abs() < 1e-3
+    assert torch.allclose(model.decode_latent(z), clips.mels, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model.encode_mel(clips.mels[..., :100])
+
+
+def test_unconditional_context_is_zero_after_the_embedder(clips):
+    model = _tiny()
+    feats = F.normalize(torch.randn(3, 8, 512), dim=-1)
+    cond = model.context(feats)
+    expected = model.cond.embedder(feats) + model.cond.pos_emb.weight[:8]
+    assert torch.allclose(cond, expected, atol=1e-6)
+    assert torch.equal(model.context(feats, uncond=True), torch.zeros(3, 8, 32))
+
+
+def test_noise_schedule_is_diff_foleys_ldm_schedule():
+    model = _tiny()
+    betas = DDPMScheduler(**model.noise_schedule).betas
+    assert len(betas) == 1000
+    assert betas[0].item() == pytest.approx(0.00085) and betas[-1].item() == pytest.approx(0.012)
+    assert torch.allclose(betas.sqrt(), torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000))
+    dpm = DPMSolverMultistepScheduler(**model.noise_schedule, algorithm_type="dpmsolver++")
+    assert dpm.config.prediction_type == "epsilon"
+
+
+def test_diffusion_loss_is_eq3(clips):
+    model = _tiny().eval()
+    model.fit_mel_scale(clips.mels)
+    sched = DDPMScheduler(**model.noise_schedule)
+    z0, ctx = model.encode_mel(clips.mels[:4]), model.context(torch.randn(4, 8, 512))
+    with torch.no_grad():
+        loss = diffusion_loss(model, z0, ctx, sched, torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(5)
+        noise = torch.randn(z0.shape, generator=g)
+        t = torch.randint(1000, (4,), generator=g)
+        a = sched.alphas_cumprod[t].view(4, 1, 1, 1)
+        eps = model.unet(a.sqrt() * z0 + (1 - a).sqrt() * noise, t, encoder_hidden_states=ctx).sample
+    assert loss.item() == pytest.approx(F.mse_loss(eps, noise).item(), rel=1e-5)
+
+
+def test_condition_dropout_acts_after_the_embedder(clips):
+    feats = torch.randn(16, 8, 512)
+    for p, moves in ((1.0, False), (0.0, True)):
+        model = _tiny()
+        before = model.cond.embedder[0].weight.clone()
+        train_generator(model, feats, clips.mels, GeneratorTrainConfig(
+            steps=2, batch_size=4, weight_decay=0.0, cond_drop_prob=p), progress=False)
+        assert torch.equal(model.cond.embedder[0].weight, before) != moves
+
+
+def test_training_reduces_the_loss_and_is_seeded(clips):
+    feats = torch.randn(16, 8, 512)
+    model = _tiny()
+    model.fit_mel_scale(clips.mels)
+    sched = DDPMScheduler(**model.noise_schedule)
+
+    def held_loss():
+        with torch.no_grad():
+            return diffusion_loss(model.eval(), model.encode_mel(clips.mels), model.context(feats), sched,
+                                  torch.Generator().manual_seed(0)).item()
+
+    start = held_loss()
+    cfg = GeneratorTrainConfig(steps=30, batch_size=8, lr=2e-3, warmup_steps=1)
+    history = train_generator(model, feats, clips.mels, cfg, progress=False)
+    assert len(history["loss"]) == 30 and not model.training
+    assert held_loss() < 0.8 * start
+    again = _tiny()
+    train_generator(again, feats, clips.mels, cfg, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_save_load_round_trip(tmp_path, clips):
+    model = _tiny().eval()
+    model.fit_mel_scale(clips.mels)
+    loaded = load_model(save_model(model, tmp_path / "ldm.pt", half=False))
+    z, t, ctx = torch.randn(2, *model.latent_shape), torch.tensor([10, 500]), model.context(torch.randn(2, 8, 512))
+    with torch.no_grad():
+        assert torch.equal(loaded(z, t, ctx), model(z, t, ctx))
+    assert torch.equal(loaded.decode_latent(z), model.decode_latent(z))
+    assert loaded.noise_schedule == model.noise_schedule and loaded.vae is None
+
+
+@pytest.mark.slow
+def test_generated_mel_is_closest_to_its_class():
+    """After a short training, guided samples of held-out clips sound like their class (nearest class-mean mel)."""
+    data = make_clips(160, num_classes=4, seed=6, size=32)
+    # stand-in features: the class and the event frames, seen through a fixed random projection
+    g = torch.Generator().manual_seed(0)
+    code = torch.zeros(160, 8, 8)
+    code[torch.arange(160), :, data.labels] = 1.0
+    code[..., 4:][data.event_frames] = 1.0
+    feats = F.normalize(code @ torch.randn(8, 512, generator=g), dim=-1)
+    torch.manual_seed(0)
+    model = ToyLDM(ToyLDMConfig(block_out_channels=(32, 32), attention_heads=4, norm_num_groups=8))
+    train_generator(model, feats[:128], data.mels[:128], GeneratorTrainConfig(steps=300, batch_size=16),
+                    progress=False)
+    sched = DDIMScheduler(**model.noise_schedule, clip_sample=False, set_alpha_to_one=False)
+    sched.set_timesteps(20)
+    test = slice(128, 160)
+    lat = torch.randn(32, *model.latent_shape, generator=g)
+    with torch.no_grad():
+        cond, uncond = model.context(feats[test]), model.context(feats[test], uncond=True)
+        for t in sched.timesteps:
+            e_u, e_c = model.unet(torch.cat([lat, lat]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+            lat = sched.step(e_u + 4.5 * (e_c - e_u), t, lat).prev_sample
+    mel = model.decode_latent(lat)
+    means = torch.stack([data.mels[:128][data.labels[:128] == c].mean(0) for c in range(4)])
+    nearest = ((mel[:, None] - means[None]) ** 2).mean(dim=(2, 3)).argmin(1)
+    assert (nearest == data.labels[test]).float().mean() >= 0.75
