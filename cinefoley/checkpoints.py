@@ -55,6 +55,16 @@ def source_name(source: StateDictSource) -> str:
     return str(source) if isinstance(source, (str, Path)) else "<state dict>"
 
 
+def load_source(source: "StateDictSource"):
+    """The unpickled object of a checkpoint path, or ``source`` itself when it is already a mapping."""
+    if isinstance(source, Mapping):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    return _load_file(path)
+
+
 def read_state_dict(source: StateDictSource) -> dict[str, torch.Tensor]:
     """The flat ``{key: tensor}`` of a checkpoint file (``.ckpt``/``.pt``/``.pth`` or ``.safetensors``).
 
@@ -62,13 +72,7 @@ def read_state_dict(source: StateDictSource) -> dict[str, torch.Tensor]:
     ``weights_only=True``; the released Lightning files also pickle hyper-parameters, which that refuses
     (the diffusers ``from_single_file`` pitfall), so they are then read in full: only load files you trust.
     """
-    if isinstance(source, Mapping):
-        obj = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise CheckpointError(path, "file not found")
-        obj = _load_file(path)
+    obj = load_source(source)
     name = source_name(source)
     while isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]

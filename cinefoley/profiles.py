@@ -35,7 +35,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile("smoke", WorldConfig(n_train=96, n_val=24, n_test=32),
                      StageSettings(pretrain_epochs=2, generator_steps=20, evaluator_epochs=2, distill_epochs=1,
-                                   samples_per_clip=1, diffusion_steps=4, n_boot=50)),
+                                   samples_per_clip=1, diffusion_steps=4, n_boot=20)),
     "demo": Profile("demo", WorldConfig(n_train=600, n_val=60, n_test=120),
                     StageSettings(pretrain_epochs=15, generator_steps=1500, evaluator_epochs=15, distill_epochs=6,
                                   samples_per_clip=1, diffusion_steps=25, n_boot=100)),

@@ -10,7 +10,7 @@ from cinefoley.generator import (GeneratorTrainConfig, ToyLDM, ToyLDMConfig, dif
                                  train_generator)
 from cinefoley.model_io import load_model, save_model
 
-TINY = ToyLDMConfig(block_out_channels=(32, 32), attention_heads=2, norm_num_groups=8)
+TINY = ToyLDMConfig(patch=16, block_out_channels=(32, 32), attention_heads=2, norm_num_groups=8)
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +23,16 @@ def _tiny(seed=0):
     return ToyLDM(TINY)
 
 
-def test_mel_latent_round_trip_is_exact_and_standardised(clips):
-    model = _tiny()
+@pytest.mark.parametrize("patch, shape, geometry", [(8, (64, 16, 16), (16, 2)), (16, (256, 8, 8), (8, 1))])
+def test_mel_latent_round_trip_is_exact_and_standardised(clips, patch, shape, geometry):
+    model = ToyLDM(ToyLDMConfig(patch=patch, block_out_channels=(16, 16), attention_heads=2, norm_num_groups=8))
     model.fit_mel_scale(clips.mels)
     z = model.encode_mel(clips.mels)
-    assert model.latent_shape == (64, 16, 16) and z.shape == (16, 64, 16, 16)
-    assert model.latent_geometry == (16, 2)               # 2 latent columns per video frame
+    assert model.latent_shape == shape and z.shape == (16, *shape)
+    assert model.latent_geometry == geometry           # (latent rows, latent columns per video frame)
     assert z.mean().abs() < 1e-4 and (z.std() - 1).abs() < 1e-3
     assert torch.allclose(model.decode_latent(z), clips.mels, atol=1e-6)
-    with pytest.raises(ValueError, match="multiple of 8"):
+    with pytest.raises(ValueError, match=f"multiple of {patch}"):
         model.encode_mel(clips.mels[..., :100])
 
 

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -37,6 +36,27 @@ def test_01_paired_data_outputs(smoke_run):
         assert (out / "figures" / fig).stat().st_size > 5000
     for kind in ("original", "cu", "cm"):
         assert (out / "testsets" / f"test_{kind}.csv").exists()
+
+
+def test_02_to_06_write_their_models_tables_and_figures(smoke_run):
+    import pandas as pd
+
+    from cinefoley.evaluate import METRICS
+
+    out, _ = smoke_run
+    checks = json.loads((out / "02_checks.json").read_text())
+    assert checks["models"] == "trained" and 0.0 <= checks["audio_classifier_acc"] <= 1.0
+    assert (out / "distill" / "cu@75" / "distill.json").exists()
+    table1 = pd.read_csv(out / "table1.csv")
+    assert sorted(zip(table1.test_set, table1.system)) == sorted(
+        (t, s) for t in ("original", "cu", "cm") for s in ("baseline", "ours"))
+    for m in METRICS:
+        assert (table1[f"{m}_lo"] <= table1[m] + 1e-9).all() and (table1[m] <= table1[f"{m}_hi"] + 1e-9).all()
+    for name in ("table3", "table4", "table1_paired_diff", "figure5_per_class_align_gain", "attention_on_object"):
+        assert (out / f"{name}.csv").exists() and (out / f"{name}.md").exists()
+    for fig in ("02_generator_samples", "03_loss", "03_feature_similarity", "04_examples", "05_table1",
+                "05_figure5_per_class_gain", "06_figure6_gradcam"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
 
 
 def test_checked_cells_reproduce_under_nbval(smoke_run):

@@ -39,7 +39,7 @@ from torch import nn
 from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
 from cinefoley.align_classifier import AlignmentClassifier
-from cinefoley.checkpoints import (StateDictSource, _load_file, compare_keys, read_state_dict, require,
+from cinefoley.checkpoints import (StateDictSource, compare_keys, load_source, read_state_dict, require,
                                    source_name)
 from cinefoley.errors import CheckpointError
 from cinefoley.metrics.extractors import AudioFeatureExtractor
@@ -133,13 +133,7 @@ def panns_input(wav: np.ndarray) -> np.ndarray:
 
 def read_panns_state_dict(source: StateDictSource) -> dict[str, torch.Tensor]:
     """The flat state dict of a PANNs file: ``{"model": state_dict, ...}`` (PANNs' layout) or a plain one."""
-    if isinstance(source, Mapping):
-        obj = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise CheckpointError(path, "file not found")
-        obj = _load_file(path)
+    obj = load_source(source)
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     try:
