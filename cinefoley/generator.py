@@ -10,13 +10,12 @@ What is kept from Diff-Foley's LDM (``Stage2_LDM.yaml``):
   embedder but its released sampler uses post-embedder zeros; here training uses post-embedder zeros
   too, so training and sampling agree (``context(feats, uncond=True)``).
 
-What differs, and why: there is no VAE. A KL autoencoder on 128 x 128 mels costs minutes of 2-core
-CPU training on its own and blurs the tones it must reconstruct; instead the mel is diffused directly,
-folded space-to-depth (``pixel_unshuffle``) by ``patch`` = 8, which is exact, free and gives the UNet a
-16 x N/8 grid like Diff-Foley's 4 x 16 x 64 latent of a 128 x 512 mel. As LDM's ``scale_by_std`` does
-for its latents (Diff-Foley's 0.18215), the mel is standardised to unit variance first
-(``mel_shift``, ``mel_scale``, fitted on the training mels by ``train_generator``): the SD schedule
-assumes unit-variance data, and a raw mel (std ~0.05) would be drowned by the noise at almost every t.
+What differs, and why: the first stage is not a trained KL autoencoder (minutes of 2-core CPU
+training on its own, and it blurs the tones it must reconstruct) but a closed-form one,
+:class:`cinefoley.first_stage.PatchPCA`: 8 x 8 mel patches projected on their 16 leading principal
+components and scaled to unit std (LDM's ``scale_by_std``), fitted on the training mels by
+``train_generator``. That gives the UNet a 16 x 16 x N/8 latent, like Diff-Foley's 4 x 16 x 64 latent of
+a 128 x 512 mel, with fewer channels than the UNet is wide.
 
 The sampler (:mod:`cinefoley.generate`) uses only ``unet``, ``context``, ``latent_geometry``,
 ``decode_latent`` and ``noise_schedule``.
@@ -34,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cinefoley.conditioning import VideoFeatEmbedder
+from cinefoley.first_stage import PatchPCA
 from cinefoley.ldm import NOISE_SCHEDULE
 from cinefoley.utils import seed_everything
 
@@ -42,7 +42,8 @@ from cinefoley.utils import seed_everything
 class ToyLDMConfig:
     n_mels: int = 128
     mel_frames: int = 128            # 2.048 s at hop 256 / 16 kHz
-    patch: int = 8                   # space-to-depth fold of the mel
+    patch: int = 8                   # first stage: mel patch side ...
+    latent_channels: int = 16        # ... and principal components kept per patch
     feat_dim: int = 512              # per-frame video feature (CAVP layout)
     max_frames: int = 40             # positions of the embedder (Diff-Foley: 40)
     block_out_channels: tuple[int, ...] = (64, 64, 64)
@@ -52,21 +53,22 @@ class ToyLDMConfig:
 
 
 class ToyLDM(nn.Module):
-    """eps(z_t, t, c): ``unet`` + ``cond`` (Diff-Foley's cond_stage_model), diffusing the folded mel."""
+    """eps(z_t, t, c): ``unet`` + ``cond`` (Diff-Foley's cond_stage_model) on the ``first_stage`` latent."""
 
     config_class = ToyLDMConfig
-    vae = None  # the mel is diffused directly (see the module docstring)
+    vae = None  # the first stage is ``first_stage`` (see the module docstring)
 
     def __init__(self, config: ToyLDMConfig | None = None):
         super().__init__()
         self.config = config = config or ToyLDMConfig()
-        p = config.patch
+        p, c = config.patch, config.latent_channels
         if config.n_mels % p or config.mel_frames % p:
             raise ValueError(f"patch {p} must divide the mel size {config.n_mels} x {config.mel_frames}")
+        self.first_stage = PatchPCA(config.n_mels, p, c)
         width = config.block_out_channels[-1]
         depth = len(config.block_out_channels)
         self.unet = UNet2DConditionModel(
-            sample_size=config.n_mels // p, in_channels=p * p, out_channels=p * p,
+            sample_size=config.n_mels // p, in_channels=c, out_channels=c,
             down_block_types=("CrossAttnDownBlock2D",) * (depth - 1) + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1),
             block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
@@ -74,14 +76,15 @@ class ToyLDM(nn.Module):
             norm_num_groups=config.norm_num_groups)
         self.cond = VideoFeatEmbedder(config.feat_dim, width, config.max_frames)
         self.noise_schedule = dict(NOISE_SCHEDULE)
-        self.register_buffer("mel_shift", torch.tensor(0.5))
-        self.register_buffer("mel_scale", torch.tensor(0.5))
+        self.register_buffer("feat_mean", torch.zeros(config.feat_dim))
+        self.register_buffer("feat_std", torch.ones(config.feat_dim))
 
     @torch.no_grad()
-    def fit_mel_scale(self, mels: torch.Tensor) -> None:
-        """Set ``mel_shift``/``mel_scale`` to the mean/std of ``mels``, so that latents have unit variance."""
-        self.mel_shift.fill_(mels.float().mean())
-        self.mel_scale.fill_(mels.float().std().clamp_min(1e-3))
+    def fit_feature_scale(self, feats: torch.Tensor) -> None:
+        """Per-dimension mean/std of the training features (N, T, feat_dim), applied before the embedder."""
+        flat = feats.float().reshape(-1, feats.shape[-1])
+        self.feat_mean.copy_(flat.mean(0))
+        self.feat_std.copy_(flat.std(0).clamp_min(1e-6))
 
     @property
     def latent_geometry(self) -> tuple[int, int]:
@@ -92,23 +95,20 @@ class ToyLDM(nn.Module):
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         p = self.config.patch
-        return (p * p, self.config.n_mels // p, self.config.mel_frames // p)
+        return (self.config.latent_channels, self.config.n_mels // p, self.config.mel_frames // p)
 
     def context(self, feats: torch.Tensor, uncond: bool = False) -> torch.Tensor:
         """Cross-attention context (B, T, width) of features (B, T, 512); ``uncond``: zeros after the embedder."""
-        emb = self.cond(feats.float())
+        emb = self.cond((feats.float() - self.feat_mean) / self.feat_std)
         return torch.zeros_like(emb) if uncond else emb
 
     def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """Mel (B, 128, N) in [0, 1] -> z (B, p*p, 128/p, N/p), standardised."""
-        if mel.ndim != 3 or mel.shape[1] != self.config.n_mels or mel.shape[2] % self.config.patch:
-            raise ValueError(f"expected a mel batch (B, {self.config.n_mels}, multiple of "
-                             f"{self.config.patch}), got shape {tuple(mel.shape)}")
-        return F.pixel_unshuffle((mel.float().unsqueeze(1) - self.mel_shift) / self.mel_scale, self.config.patch)
+        """Mel (B, 128, N) in [0, 1] -> z (B, latent_channels, 128/p, N/p) of unit std."""
+        return self.first_stage.encode(mel)
 
     def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, p*p, 128/p, N/p) -> mel (B, 128, N), clipped to [0, 1]."""
-        return (F.pixel_shuffle(z, self.config.patch).squeeze(1) * self.mel_scale + self.mel_shift).clamp(0, 1)
+        """z (B, latent_channels, 128/p, N/p) -> mel (B, 128, N), clipped to [0, 1]."""
+        return self.first_stage.decode(z)
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The predicted noise eps(z_t, t, c)."""
@@ -119,7 +119,7 @@ class ToyLDM(nn.Module):
 class GeneratorTrainConfig:
     steps: int = 1500
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-3                 # 3e-3 learnt the condition faster than 1e-3 on CineToy (see notes)
     warmup_steps: int = 50
     weight_decay: float = 0.01
     cond_drop_prob: float = 0.2      # Diff-Foley's CFG dropout
@@ -139,7 +139,7 @@ def train_generator(model: ToyLDM, feats: torch.Tensor, mels: torch.Tensor,
                     cfg: GeneratorTrainConfig | None = None, progress: bool = True) -> dict[str, list[float]]:
     """Train ``model`` on teacher features of full-frame clips (N, T, 512) and their mels (N, 128, 16 T).
 
-    First fits the mel standardisation on ``mels`` (``ToyLDM.fit_mel_scale``). Returns
+    First fits the first stage on ``mels`` (``PatchPCA.fit``) and the feature standardisation on ``feats``. Returns
     ``{"loss": [...]}``, the training loss of every step. The model is left in eval mode.
     """
     cfg = cfg or GeneratorTrainConfig()
@@ -148,7 +148,8 @@ def train_generator(model: ToyLDM, feats: torch.Tensor, mels: torch.Tensor,
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     scheduler = DDPMScheduler(**model.noise_schedule)
-    model.fit_mel_scale(mels)
+    model.first_stage.fit(mels)
+    model.fit_feature_scale(feats)
     model.to(cfg.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -1,0 +1,51 @@
+"""The closed-form first stage of CineToy's generator (cinefoley.first_stage.PatchPCA)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from synthetic_av import make_clips
+
+from cinefoley.first_stage import PatchPCA
+
+
+@pytest.fixture(scope="module")
+def mels():
+    return make_clips(24, seed=2, size=16).mels
+
+
+@pytest.mark.parametrize("patch, channels", [(8, 64), (16, 256)])
+def test_full_basis_round_trip_is_exact_and_unit_std(mels, patch, channels):
+    pca = PatchPCA(128, patch, channels).fit(mels)
+    z = pca.encode(mels)
+    assert z.shape == (24, channels, 128 // patch, 128 // patch)
+    assert (z.std() - 1).abs() < 1e-4 and z.mean().abs() < 1e-4
+    assert torch.allclose(pca.decode(z), mels, atol=1e-5)
+
+
+def test_truncated_basis_is_the_principal_subspace(mels):
+    pca = PatchPCA(128, 8, 6).fit(mels)
+    patches = F.pixel_unshuffle(mels.unsqueeze(1), 8).transpose(0, 1).reshape(64, -1)
+    cov = torch.cov(patches.double(), correction=0)
+    eig = torch.linalg.eigvalsh(cov).flip(0)
+    # orthonormal rows spanning the 6 leading eigenvectors: B C B^T = diag(top eigenvalues)
+    b = pca.basis.double()
+    assert torch.allclose(b @ b.T, torch.eye(6, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(b @ cov @ b.T, torch.diag(eig[:6]), atol=1e-6)
+    assert pca.explained_variance() == pytest.approx((eig[:6].sum() / eig.sum()).item(), rel=1e-5)
+    # reconstruction error per pixel is the discarded variance (clipping to [0, 1] can only lower it)
+    err = F.mse_loss(pca.decode(pca.encode(mels)), mels).item()
+    assert err <= eig[6:].sum().item() / 64 * 1.0001
+    assert err > 0.9 * eig[6:].sum().item() / 64
+
+
+def test_fit_is_deterministic_and_signs_are_fixed(mels):
+    a, b = PatchPCA(128, 8, 4).fit(mels), PatchPCA(128, 8, 4).fit(mels.flip(0))
+    assert torch.allclose(a.basis, b.basis, atol=1e-5)
+    assert (a.basis.gather(1, a.basis.abs().argmax(1, keepdim=True)) > 0).all()
+
+
+def test_bad_shapes_are_refused(mels):
+    with pytest.raises(ValueError, match="channels must be in 1..64"):
+        PatchPCA(128, 8, 65)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        PatchPCA(128, 8, 4).encode(mels[..., :100])
