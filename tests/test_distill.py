@@ -138,8 +138,13 @@ def test_ddp_with_two_gloo_processes_matches_one_process(tmp_path):
     single, _ = distill(small_teacher(), videos, ids, tmp_path / "single",
                         DistillConfig(epochs=2, batch_size=4, k=1.0), progress=False)
     ddp_state = torch.load(tmp_path / "ddp" / "student_state.pt")
-    for k, v in single.state_dict().items():
-        torch.testing.assert_close(ddp_state[k], v, atol=1e-5, rtol=1e-4)
+    start, single = small_teacher().state_dict(), single.state_dict()
+    moved = max((v - start[k]).abs().max().item() for k, v in single.items() if v.is_floating_point())
+    apart = max((ddp_state[k] - v).abs().max().item() for k, v in single.items() if v.is_floating_point())
+    # all-reduce sums the two halves' gradients in another order than one process does, and Adam's
+    # 1/sqrt(v) magnifies that rounding for near-zero gradients (CI saw 5e-5 of a 2e-3 move); a rank
+    # that skipped the averaging would be as far off as the move itself
+    assert set(ddp_state) == set(single) and apart < 0.1 * moved
 
 
 def test_the_real_cavp_encoder_distils_from_uint8_clips(tmp_path):
