@@ -34,7 +34,8 @@ from cinefoley.generator import GeneratorTrainConfig, ToyLDM, ToyLDMConfig, trai
 from cinefoley.model_io import load_model, save_model
 from cinefoley.pretrain import PretrainConfig, pretrain
 from cinefoley.profiles import Profile
-from cinefoley.utils import atomic_write_json, write_run_record
+from cinefoley.utils import atomic_write_bytes, atomic_write_json, seed_everything, write_run_record
+from cinefoley.video import DEFAULT_FPS, write_video
 from cinefoley.variations import VariationParams, apply_batch
 
 SHIPPED = Path(__file__).resolve().parent / "weights"
@@ -72,11 +73,7 @@ def train_models(data: dict[str, ClipTensors], profile: Profile, models_dir: str
     timings["teacher"] = time.time() - t0
     feats = encode(teacher, train.videos)
     t0 = time.time()
-    # patch 16: one latent column per video frame and an 8 × 8 grid for 2 s, so the demo's thousands of
-    # 25-step CFG samples stay within minutes on 2 CPU cores
-    generator = ToyLDM(ToyLDMConfig(mel_frames=train.mels.shape[-1], patch=16, block_out_channels=(64, 96)))
-    gen_hist = train_generator(generator, feats, train.mels, GeneratorTrainConfig(steps=s.generator_steps,
-                               seed=profile.seed), progress=progress)
+    generator, gen_hist = train_cinetoy_generator(feats, train.mels, profile, progress=progress)
     timings["generator"] = time.time() - t0
     ecfg = EvaluatorTrainConfig(epochs=s.evaluator_epochs, seed=profile.seed)
     n_classes = 10
@@ -97,6 +94,19 @@ def train_models(data: dict[str, ClipTensors], profile: Profile, models_dir: str
               "final_losses": {"teacher": pre_hist["loss"][-1], "generator": sum(gen_hist["loss"][-50:]) / 50}}
     atomic_write_json(models_dir / "weights.json", record)
     return record
+
+
+def train_cinetoy_generator(feats: torch.Tensor, mels: torch.Tensor, profile: Profile, *,
+                            progress: bool = True) -> tuple[ToyLDM, dict[str, list[float]]]:
+    """G for this world, from teacher features of the train split; seeded on its own, like every stage."""
+    seed_everything(profile.seed)
+    # patch 16 with 8 components: one latent column per video frame and an 8 x 8 x 8 latent for 2 s, so
+    # the demo's thousands of 25-step CFG samples stay within minutes on 2 CPU cores
+    generator = ToyLDM(ToyLDMConfig(mel_frames=mels.shape[-1], patch=16, latent_channels=8,
+                                    block_out_channels=(64, 96)))
+    history = train_generator(generator, feats, mels, GeneratorTrainConfig(steps=profile.stages.generator_steps,
+                              seed=profile.seed), progress=progress)
+    return generator, history
 
 
 def prepare_models(data: dict[str, ClipTensors], profile: Profile, out_dir: str | Path, *,
@@ -279,3 +289,30 @@ def attention_scores(encoder, teacher, data: dict[str, ClipTensors], out_dir: st
                                                 frame_size=tuple(test.videos.shape[-2:]))
             rows.append({"clip_id": test.clip_ids[i], "share": share, "chance": chance})
     return pd.DataFrame(rows)
+
+
+def study_pairs(data: dict[str, ClipTensors], out_dir: str | Path, *, kind: str = "cm", ours: str = MAIN_RUN,
+                n_clips: int | None = None, size: int = 128) -> Path:
+    """The A/B study's stimuli from generated sound: for each test clip of test set ``kind``, the clip as
+    that set shows it, once with the baseline's first sample and once with ``ours``'s. Writes
+    ``out_dir/study_pairs/<clip>_{baseline,ours}.mp4`` and ``pairs.csv`` (see ``cinefoley.study``)."""
+    folder = Path(out_dir) / "study_pairs"
+    videos = test_set_videos(data, out_dir, kind)
+    ids = data["test"].clip_ids[: n_clips or len(videos)]
+    sounds = {}
+    for system, run in (("baseline", "baseline"), ("ours", ours)):
+        gen = read_generated(Path(out_dir) / "generated" / run / kind)
+        first = gen["sample"] == 0
+        sounds[system] = dict(zip(gen["clip_id"][first], gen["wav"][first]))
+    rows = []
+    for i, clip_id in enumerate(ids):
+        # nearest-neighbour upscaling keeps the 64-px world's pixels visible on a study screen
+        frames = torch.nn.functional.interpolate(videos[i].float(), size=(size, size), mode="nearest")
+        frames = frames.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        files = {s: f"{clip_id}_{s}.mp4" for s in sounds}
+        for s, name in files.items():
+            write_video(folder / name, frames, DEFAULT_FPS, audio=sounds[s][clip_id])
+        rows.append({"clip_id": clip_id, **files})
+    csv_path = folder / "pairs.csv"
+    atomic_write_bytes(csv_path, pd.DataFrame(rows).to_csv(index=False).encode())
+    return csv_path

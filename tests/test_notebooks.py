@@ -59,6 +59,21 @@ def test_02_to_06_write_their_models_tables_and_figures(smoke_run):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
 
 
+def test_07_runs_the_study_on_generated_pairs(smoke_run):
+    import pandas as pd
+
+    from cinefoley.study import read_pairs
+    from cinefoley.study.media import probe
+
+    out, _ = smoke_run
+    pairs = read_pairs(out / "study_pairs" / "pairs.csv")
+    test_ids = pd.read_csv(out / "testsets" / "test_cm.csv", dtype={"clip_id": str}).clip_id.tolist()
+    assert [p.clip_id for p in pairs] == test_ids[: len(pairs)] and len(pairs) == 4
+    assert probe(out / "study_pairs" / pairs[0].ours.name)["sample_rate"] == 16000
+    result = json.loads((out / "07_preference_study.json").read_text())
+    assert result["results"]["votes"] > 0
+
+
 def test_checked_cells_reproduce_under_nbval(smoke_run):
     out, _ = smoke_run
     executed = sorted((out / "notebooks").glob("*.ipynb"))
