@@ -81,10 +81,12 @@ class ToyLDM(nn.Module):
 
     @torch.no_grad()
     def fit_feature_scale(self, feats: torch.Tensor) -> None:
-        """Per-dimension mean/std of the training features (N, T, feat_dim), applied before the embedder."""
+        """Centre the training features (N, T, feat_dim) per dimension and scale them to unit variance with
+        one scale for all dimensions (a per-dimension scale would magnify the directions the teacher hardly
+        uses, where a student's features stray); applied before the embedder."""
         flat = feats.float().reshape(-1, feats.shape[-1])
         self.feat_mean.copy_(flat.mean(0))
-        self.feat_std.copy_(flat.std(0).clamp_min(1e-6))
+        self.feat_std.fill_(flat.var(0).mean().sqrt().clamp_min(1e-6).item())
 
     @property
     def latent_geometry(self) -> tuple[int, int]:

@@ -37,7 +37,7 @@ PROFILES = {
                      StageSettings(pretrain_epochs=2, generator_steps=20, evaluator_epochs=2, distill_epochs=1,
                                    samples_per_clip=1, diffusion_steps=4, n_boot=20)),
     "demo": Profile("demo", WorldConfig(n_train=600, n_val=60, n_test=120),
-                    StageSettings(pretrain_epochs=15, generator_steps=1500, evaluator_epochs=15, distill_epochs=6,
+                    StageSettings(pretrain_epochs=15, generator_steps=1500, evaluator_epochs=15, distill_epochs=25,
                                   samples_per_clip=1, diffusion_steps=25, n_boot=100)),
     "paper": Profile("paper", WorldConfig(n_train=4000, n_val=400, n_test=1000), StageSettings()),
 }
