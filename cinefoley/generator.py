@@ -15,7 +15,9 @@ training on its own, and it blurs the tones it must reconstruct) but a closed-fo
 :class:`cinefoley.first_stage.PatchPCA`: 8 x 8 mel patches projected on their 16 leading principal
 components and scaled to unit std (LDM's ``scale_by_std``), fitted on the training mels by
 ``train_generator``. That gives the UNet a 16 x 16 x N/8 latent, like Diff-Foley's 4 x 16 x 64 latent of
-a 128 x 512 mel, with fewer channels than the UNet is wide.
+a 128 x 512 mel, with fewer channels than the UNet is wide. And the features are centred and scaled
+(``fit_feature_scale``) before the embedder: unit-norm toy features vary by ~0.02 per dimension, which
+the embedder's position embedding would drown.
 
 The sampler (:mod:`cinefoley.generate`) uses only ``unet``, ``context``, ``latent_geometry``,
 ``decode_latent`` and ``noise_schedule``.
