@@ -1,0 +1,341 @@
+"""The notebooks' steps on the real tier (VGGSound + Diff-Foley checkpoints): ``world="vggsound"``.
+
+:mod:`cinefoley.cinetoy` gives the notebooks the CineToy world; this module gives them the same steps
+on VGGSound, from files the user has: the official ``vggsound.csv``, a folder of videos and the
+released checkpoints. Every notebook's ``parameters`` cell has ``world = "cinetoy"`` and the real-tier
+paths (None by default); the cell after it reads::
+
+    if world == "vggsound":
+        from cinefoley import vggsound_run
+        vggsound_run.notebook_01(out_dir, vggsound_csv=vggsound_csv, video_dir=video_dir, seed=seed)
+        vggsound_run.skip_remaining_cells()
+
+``notebook_0X`` runs that notebook's step here and shows its figure or table.
+:func:`skip_remaining_cells` then turns every later cell of the kernel into a no-op (an IPython input
+transformer that swaps a cell's source for a comment), so the CineToy cells neither run nor fail. Why
+not the alternatives: raising an exception (or ``sys.exit``) marks the papermill run as failed;
+wrapping every CineToy cell in ``if world == "cinetoy":`` would rewrite them all. The transformer
+leaves those cells untouched, papermill records them as run with no output, and nbval (which runs
+the default ``world="cinetoy"``) never meets it. In JupyterLab, :func:`resume_cinetoy_cells` undoes it.
+
+Layout under ``out_dir`` (as the CineToy run's): ``vggsound/manifest.csv``; ``testsets/test_{original,
+cu,cm}.csv`` (VGGSound, VGG-CU, VGG-CM); ``features/teacher/`` (c_t = T(x_v) of every clip, and T(x_v^f)
+of the test clips under ``cu/`` and ``cm/``); ``distill/<run>/`` (streamed self-distillation,
+:mod:`cinefoley.real_distill`, with the student's test features under ``features/``); ``figures/``,
+``tables/`` and the notebooks' JSON records.
+
+``profile``: ``smoke`` is for the tests (1 epoch, batch 2, 8 frames); ``demo`` and ``paper`` both use
+the paper's settings (25 epochs, batch 32, 40 frames = 10 s at 4 fps), ``paper`` adds the ablation runs
+of Tables 3 and 4. ``model_options`` gives each checkpoint kind's loader keywords, as
+:func:`cinefoley.checkpoints.check_checkpoints` takes them (e.g. ``{"cavp": {"stage_blocks": [1, 1, 2, 1],
+"base_channels": 4}}`` for the small test models); None = the released architectures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cinefoley.checkpoints import CheckpointError, check_checkpoints
+from cinefoley.utils import atomic_write_json
+
+TEST_SETS = ("original", "cu", "cm")
+
+
+@dataclass(frozen=True)
+class RealSettings:
+    """Distillation settings per profile on the real tier (see the module docstring)."""
+
+    epochs: int
+    batch_size: int
+    n_frames: int  # 4-fps frames per training clip
+    max_frames: int  # frames of the cached training features
+    ablations: bool
+
+
+REAL_PROFILES = {"smoke": RealSettings(1, 2, 8, 8, False),
+                 "demo": RealSettings(25, 32, 40, 40, False),
+                 "paper": RealSettings(25, 32, 40, 40, True)}
+
+
+def settings(profile: str) -> RealSettings:
+    if profile not in REAL_PROFILES:
+        raise ValueError(f"profile must be one of {sorted(REAL_PROFILES)} on the real tier, got {profile!r}")
+    return REAL_PROFILES[profile]
+
+
+# ----------------------------------------------------------------------------------------------
+# the notebook mechanics
+
+def _skip_cell(lines: list[str]) -> list[str]:
+    return ["# not run: world='vggsound' ran this notebook's step above (cinefoley.vggsound_run)\n"]
+
+
+def skip_remaining_cells() -> None:
+    """Make every later cell of this IPython kernel a no-op (outside IPython: nothing to do)."""
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    if ip is not None and _skip_cell not in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.append(_skip_cell)
+
+
+def resume_cinetoy_cells() -> None:
+    """Undo :func:`skip_remaining_cells` in this kernel."""
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    if ip is not None and _skip_cell in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.remove(_skip_cell)
+
+
+def _show(obj) -> None:
+    from IPython.display import display
+
+    display(obj)
+
+
+def _require(path: Path, made_by: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run {made_by} with world='vggsound' and this out_dir first")
+    return path
+
+
+def _given(name: str, value) -> Path:
+    if value is None:
+        raise ValueError(f"world='vggsound' needs the parameter {name} (a path); it is None")
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: {name} does not exist")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+
+def _options(model_options: dict | None, kind: str) -> dict:
+    opts = dict((model_options or {}).get(kind, {}))
+    if "stage_blocks" in opts:  # JSON (papermill) gives lists
+        opts["stage_blocks"] = tuple(opts["stage_blocks"])
+    return opts
+
+
+def load_teacher(cavp_ckpt, model_options: dict | None = None, device: str | None = None):
+    """CAVP's video encoder T from a ``cavp_epoch66.ckpt``-format file, every key checked."""
+    from cinefoley.encoders.cavp import load_cavp
+
+    model = load_cavp(_given("cavp_ckpt", cavp_ckpt), allow_audio_branch=True, **_options(model_options, "cavp"))
+    return model.to(device or default_device())
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ----------------------------------------------------------------------------------------------
+# 01 · paired data
+
+def notebook_01(out_dir, *, vggsound_csv, video_dir, seed: int = 0, a1: float = 0.4, a2: float = 0.6) -> dict:
+    """Manifest of the clips the user has, VGG-CU / VGG-CM test manifests, and a paired figure.
+
+    Writes ``vggsound/manifest.csv``, ``testsets/``, ``figures/01_paired_clip.png`` and ``01_vggsound.json``.
+    """
+    import matplotlib.pyplot as plt
+
+    from cinefoley.data.testsets import load_params
+    from cinefoley.data.vggsound import build_manifest
+    from cinefoley.plots import paired_figure
+    from cinefoley.real_tier import build_vggsound_testsets
+    from cinefoley.variations import apply
+    from cinefoley.video import load_video
+
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    manifest = build_manifest(_given("vggsound_csv", vggsound_csv), _given("video_dir", video_dir),
+                              out / "vggsound" / "manifest.csv")
+    print(manifest)
+    tests = build_vggsound_testsets(manifest.manifest, out / "testsets", seed=seed, a1=a1, a2=a2)
+    print(tests)
+    sets = {k: pd.read_csv(p, dtype={"clip_id": str}) for k, p in tests.testsets.items()}
+    if sets["original"].empty:
+        raise ValueError(f"{manifest.manifest}: no readable test clip, nothing to build VGG-CU/CM from")
+
+    # the first test clip as VGG-CU and VGG-CM show it, 8 of its frames
+    row = sets["original"].iloc[0]
+    cu, cm = (load_params(sets[k].set_index("clip_id").loc[row.clip_id]) for k in ("cu", "cm"))
+    video = load_video(row.video_path, n_frames=int(row.n_frames), start=float(row.start_s))
+    pick = np.linspace(0, len(video) - 1, min(8, len(video))).round().astype(int).tolist()
+    fig = paired_figure([
+        {"video": video[pick], "label": "original\n+ f_cu window", "windows": [cu.boxes[t] for t in pick]},
+        {"video": apply(video, cu)[pick], "label": f"VGG-CU\nr=({cu.r_h:.2f},{cu.r_w:.2f})"},
+        {"video": video[pick], "label": "original\n+ f_cm window", "windows": [cm.boxes[t] for t in pick]},
+        {"video": apply(video, cm)[pick], "label": f"VGG-CM\n{cm.axis}"},
+    ])
+    fig.savefig(out / "figures" / "01_paired_clip.png", dpi=120)
+    plt.show()
+
+    mf = pd.read_csv(manifest.manifest, dtype=str, keep_default_na=False)
+    summary = {"world": "vggsound", "clips_in_csv": manifest.rows, "videos_found": manifest.found,
+               "videos_missing": manifest.missing, "per_split": mf["split"].value_counts().to_dict(),
+               "test_clips": len(sets["original"]), "test_unreadable": tests.failed,
+               "testsets": {k: str(p) for k, p in tests.testsets.items()}, "figure_clip": row.clip_id}
+    atomic_write_json(out / "01_vggsound.json", summary)
+    _show(pd.Series({k: v for k, v in summary.items() if not isinstance(v, dict)}, name="VGGSound").to_frame())
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# 02 · the checkpoints
+
+def notebook_02(out_dir, *, cavp_ckpt=None, ldm_ckpt=None, classifier_ckpt=None, panns_ckpt=None, vggish_ckpt=None,
+                model_options: dict | None = None) -> pd.DataFrame:
+    """Load every given checkpoint with its checked loader; a table of what loaded, ``02_checks.json``.
+
+    Raises :class:`~cinefoley.checkpoints.CheckpointError` naming the files that did not load (after
+    showing the table), so a notebook run stops on a wrong file.
+    """
+    paths = {"cavp": cavp_ckpt, "ldm": ldm_ckpt, "eval_classifier": classifier_ckpt, "panns": panns_ckpt,
+             "vggish": vggish_ckpt}
+    paths = {k: v for k, v in paths.items() if v is not None}
+    if not paths:
+        raise ValueError("world='vggsound' needs at least one of cavp_ckpt, ldm_ckpt, classifier_ckpt, "
+                         "panns_ckpt, vggish_ckpt")
+    opts = {k: _options(model_options, k) for k in paths}
+    results = check_checkpoints(paths, options=opts)
+    table = pd.DataFrame([{"checkpoint": r.kind, "file": r.path, "loads": r.loads, **r.keys, "seconds": r.seconds,
+                           "error": r.error} for r in results])
+    atomic_write_json(Path(out_dir) / "02_checks.json", {"world": "vggsound", "models": "checkpoints",
+                                                         "checks": [asdict(r) for r in results]})
+    _show(table)
+    bad = [r for r in results if not r.loads]
+    if bad:
+        raise CheckpointError(bad[0].path, "; ".join(f"{r.kind}: {r.error}" for r in bad))
+    return table
+
+
+# ----------------------------------------------------------------------------------------------
+# 03 · self-distillation
+
+def distill_runs(profile: str, seed: int = 0, device: str | None = None, num_workers: int = 4):
+    """The runs of the profile as :class:`~cinefoley.real_distill.StreamDistillConfig` (main: f_cu, k = 75 %)."""
+    from cinefoley.cinetoy import DISTILL_RUNS, MAIN_RUN
+    from cinefoley.real_distill import StreamDistillConfig
+
+    s = settings(profile)
+    names = DISTILL_RUNS if s.ablations else {MAIN_RUN: DISTILL_RUNS[MAIN_RUN]}
+    return {name: StreamDistillConfig(variation=v, k=k, epochs=s.epochs, batch_size=s.batch_size, seed=seed,
+                                      device=device or default_device(), n_frames=s.n_frames,
+                                      num_workers=num_workers)
+            for name, (v, k) in names.items()}
+
+
+def _frame_cos(ref: np.ndarray, feat: np.ndarray) -> np.ndarray:
+    n = min(len(ref), len(feat))
+    a, b = ref[:n], feat[:n]
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _pad(rows: list[np.ndarray]) -> np.ndarray:
+    """Clips of different lengths as one (N, T_max) array, NaN after each clip's end."""
+    width = max(len(r) for r in rows)
+    return np.stack([np.pad(r, (0, width - len(r)), constant_values=np.nan) for r in rows])
+
+
+def feature_similarity(teacher_dir: Path, student_dir: Path, testsets: Path) -> tuple[pd.DataFrame, dict]:
+    """Per test set: mean per-frame cos of T(x^f) and of S(x^f) to c_t = T(x) (the full clip).
+
+    Returns the table (columns ``test_set, teacher_on_varied, student_on_varied, clips_improved, clips``)
+    and, per test set, the per-frame means (before, after) for a figure.
+    """
+    rows, curves = [], {}
+    for kind in TEST_SETS:
+        ids = pd.read_csv(testsets / f"test_{kind}.csv", dtype={"clip_id": str}).clip_id
+        sub = "" if kind == "original" else kind
+        before, after = [], []
+        for cid in ids:
+            ref_path = teacher_dir / f"{cid}.npz"
+            if not ref_path.exists():  # unreadable at extraction, listed there
+                continue
+            ref = np.load(ref_path)["feat"]
+            t_f, s_f = (np.load(d / sub / f"{cid}.npz")["feat"] for d in (teacher_dir, student_dir))
+            before.append(_frame_cos(ref, t_f))
+            after.append(_frame_cos(ref, s_f))
+        if not before:
+            raise ValueError(f"{teacher_dir}: no teacher features of the clips of {testsets / f'test_{kind}.csv'}")
+        b, a = _pad(before), _pad(after)
+        curves[kind] = (np.nanmean(b, 0), np.nanmean(a, 0))
+        rows.append({"test_set": kind, "teacher_on_varied": float(np.nanmean(b)), "student_on_varied": float(np.nanmean(a)),
+                     "clips_improved": float((np.nanmean(a, 1) > np.nanmean(b, 1)).mean()), "clips": len(b)})
+    return pd.DataFrame(rows), curves
+
+
+def notebook_03(out_dir, *, cavp_ckpt, profile: str = "demo", seed: int = 0, model_options: dict | None = None,
+                num_workers: int = 4) -> dict:
+    """Teacher features once per clip, streamed self-distillation, loss curves, feature drift before/after.
+
+    Needs notebook 01's manifest and test sets. Writes ``features/teacher/``, ``distill/<run>/``,
+    ``figures/03_loss.png``, ``figures/03_feature_similarity.png``, ``tables/03_feature_similarity.{csv,md}``.
+    Everything resumes: features already there are kept, a run goes on from its checkpoint.
+    """
+    import matplotlib.pyplot as plt
+
+    from cinefoley.cinetoy import MAIN_RUN
+    from cinefoley.evaluate import save_table
+    from cinefoley.real_distill import distill_vggsound
+    from cinefoley.real_tier import extract_features
+
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    manifest = _require(out / "vggsound" / "manifest.csv", "notebook 01")
+    testsets = out / "testsets"
+    varied = [_require(testsets / f"test_{k}.csv", "notebook 01") for k in ("cu", "cm")]
+    s = settings(profile)
+    teacher = load_teacher(cavp_ckpt, model_options)
+    teacher_dir = out / "features" / "teacher"
+    print(extract_features(manifest, teacher, teacher_dir, variation_manifests=varied, max_frames=s.max_frames,
+                           workers=num_workers))
+
+    histories = {}
+    for name, cfg in distill_runs(profile, seed, num_workers=num_workers).items():
+        run = out / "distill" / name
+        student, histories[name] = distill_vggsound(teacher, manifest, teacher_dir, run, cfg)
+        print(f"{name}: student in {run / 'student_state.pt'}")
+        print(extract_features(testsets / "test_original.csv", student, run / "features",
+                               variation_manifests=varied, workers=num_workers))
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for name, h in histories.items():
+        steps = np.asarray(h["step_loss"])
+        smooth = np.convolve(steps, np.ones(5) / 5, mode="valid") if len(steps) > 5 else steps
+        ax.plot(smooth, lw=2.2 if name == MAIN_RUN else 1, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("$L_p$ (5-step mean)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "03_loss.png", dpi=110)
+    plt.show()
+
+    table, curves = feature_similarity(teacher_dir, out / "distill" / MAIN_RUN / "features", testsets)
+    save_table(table, out / "tables" / "03_feature_similarity")
+    fig, axes = plt.subplots(1, len(curves), figsize=(11, 3), sharey=True, squeeze=False)
+    for ax, (kind, (before, after)) in zip(axes[0], curves.items()):
+        ax.plot(before, "o-", ms=3, label="teacher T(x^f)")
+        ax.plot(after, "o-", ms=3, label="student S(x^f)")
+        ax.set_title(f"{kind} test set")
+        ax.set_xlabel("frame (4 fps)")
+    axes[0, 0].set_ylabel("cos to T(x) (full frame)")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "03_feature_similarity.png", dpi=110)
+    plt.show()
+    _show(table)
+    record = {"world": "vggsound", "profile": profile, "runs": {n: asdict(c) for n, c in distill_runs(
+        profile, seed, num_workers=num_workers).items()}, "final_loss": {n: h["epoch_loss"][-1] if h["epoch_loss"]
+                                                                          else None for n, h in histories.items()},
+              "feature_similarity": table.to_dict("records")}
+    atomic_write_json(out / "03_vggsound.json", record)
+    return record

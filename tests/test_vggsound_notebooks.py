@@ -1,0 +1,77 @@
+"""Notebooks 01-03 with world="vggsound" on a tiny VGGSound-shaped folder and small Diff-Foley-format checkpoints."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+from diff_foley_files import CAVP_SMALL, CLASSIFIER_SMALL, LDM_SMALL, write_released_folder
+from synthetic_vggsound import clip_ids, write_vggsound
+
+from cinefoley.reproduce import run_notebooks
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+NOTEBOOKS = ["01", "02", "03"]
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("vggsound_data")
+    write_vggsound(data)
+    ckpts = write_released_folder(data / "diff_foley_ckpt")
+    # papermill passes parameters as JSON: tuples become lists, as a user's YAML would give them
+    options = json.loads(json.dumps({"cavp": CAVP_SMALL, "ldm": {"config": LDM_SMALL},
+                                     "eval_classifier": {"config": CLASSIFIER_SMALL}}))
+    out = tmp_path_factory.mktemp("vggsound_run")
+    timings = run_notebooks("smoke", out, only=NOTEBOOKS, extra_parameters={
+        "world": "vggsound", "vggsound_csv": str(data / "vggsound.csv"), "video_dir": str(data / "videos"),
+        "cavp_ckpt": str(ckpts["cavp"]), "ldm_ckpt": str(ckpts["ldm"]), "classifier_ckpt": str(ckpts["eval_classifier"]),
+        "model_options": options, "num_workers": 1})
+    return out, timings
+
+
+def cell_outputs(out, name):
+    nb = nbformat.read(out / "notebooks" / name, as_version=4)
+    return [c.get("outputs", []) for c in nb.cells if c.cell_type == "code"]
+
+
+def test_every_notebook_ran_its_real_step_and_skipped_cinetoy(real_run):
+    out, timings = real_run
+    assert len(timings) == len(NOTEBOOKS)
+    for name in timings:
+        outputs = cell_outputs(out, name)
+        assert not [o for cell in outputs for o in cell if o.output_type == "error"], name
+        nb = nbformat.read(out / "notebooks" / name, as_version=4)
+        (i,) = [k for k, c in enumerate(nb.cells) if c.get("id") == "vggsound-world"]
+        assert all(not c.get("outputs") for c in nb.cells[i + 1:] if c.cell_type == "code"), name
+    assert not (out / "world").exists()  # CineToy was never built
+
+
+def test_01_writes_manifest_testsets_and_figure(real_run):
+    out, _ = real_run
+    for kind in ("original", "cu", "cm"):
+        df = pd.read_csv(out / "testsets" / f"test_{kind}.csv", dtype={"clip_id": str})
+        assert sorted(df.clip_id) == sorted(clip_ids("test"))
+    assert (out / "figures" / "01_paired_clip.png").stat().st_size > 5000
+    summary = json.loads((out / "01_vggsound.json").read_text())
+    assert (summary["videos_found"], summary["videos_missing"], summary["test_clips"]) == (7, 1, 2)
+
+
+def test_02_checks_every_given_checkpoint(real_run):
+    out, _ = real_run
+    checks = json.loads((out / "02_checks.json").read_text())
+    assert {c["kind"]: c["loads"] for c in checks["checks"]} == {"cavp": True, "ldm": True, "eval_classifier": True}
+
+
+def test_03_distils_and_tables_the_feature_drift(real_run):
+    out, _ = real_run
+    run = out / "distill" / "cu@75"
+    assert (run / "student_state.pt").exists()
+    record = json.loads((run / "distill.json").read_text())
+    assert record["results"]["clips"] == 4 and record["results"]["unreadable"] == 1  # the garbage file
+    table = pd.read_csv(out / "tables" / "03_feature_similarity.csv")
+    assert list(table.columns) == ["test_set", "teacher_on_varied", "student_on_varied", "clips_improved", "clips"]
+    assert table.test_set.tolist() == ["original", "cu", "cm"] and (table.clips == 2).all()
+    assert table.loc[0, "teacher_on_varied"] == pytest.approx(1.0, abs=1e-5)
+    for fig in ("03_loss", "03_feature_similarity"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
