@@ -24,9 +24,10 @@ of the test clips under ``cu/`` and ``cm/``); ``distill/<run>/`` (streamed self-
 :mod:`cinefoley.real_distill`, with the student's test features under ``features/``); ``figures/``,
 ``tables/`` and the notebooks' JSON records.
 
-``profile``: ``smoke`` is for the tests (1 epoch, batch 2, 8 frames); ``demo`` and ``paper`` both use
-the paper's settings (25 epochs, batch 32, 40 frames = 10 s at 4 fps), ``paper`` adds the ablation runs
-of Tables 3 and 4. ``model_options`` gives each checkpoint kind's loader keywords, as
+``profile``: ``smoke`` is for the tests (1 epoch, batch 2, 8 frames, 1 sample of 2 steps); ``demo``
+and ``paper`` both distil with the paper's settings (25 epochs, batch 32, 40 frames = 10 s at 4 fps) and
+generate from Diff-Foley's first 32-frame window with 25 DPM-Solver++ steps; ``paper`` adds the
+ablation runs of Tables 3 and 4 and generates 10 samples per clip (``demo``: 1). ``model_options`` gives each checkpoint kind's loader keywords, as
 :func:`cinefoley.checkpoints.check_checkpoints` takes them (e.g. ``{"cavp": {"stage_blocks": [1, 1, 2, 1],
 "base_channels": 4}}`` for the small test models); None = the released architectures.
 """
@@ -55,11 +56,15 @@ class RealSettings:
     n_frames: int  # 4-fps frames per training clip
     max_frames: int  # frames of the cached training features
     ablations: bool
+    gen_frames: int  # feature frames the LDM generates from (Diff-Foley's window: 32 = 8.192 s)
+    samples_per_clip: int
+    diffusion_steps: int
+    griffin_lim_iters: int
 
 
-REAL_PROFILES = {"smoke": RealSettings(1, 2, 8, 8, False),
-                 "demo": RealSettings(25, 32, 40, 40, False),
-                 "paper": RealSettings(25, 32, 40, 40, True)}
+REAL_PROFILES = {"smoke": RealSettings(1, 2, 8, 8, False, 8, 1, 2, 8),
+                 "demo": RealSettings(25, 32, 40, 40, False, 32, 1, 25, 32),
+                 "paper": RealSettings(25, 32, 40, 40, True, 32, 10, 25, 32)}
 
 
 def settings(profile: str) -> RealSettings:
@@ -338,4 +343,93 @@ def notebook_03(out_dir, *, cavp_ckpt, profile: str = "demo", seed: int = 0, mod
                                                                           else None for n, h in histories.items()},
               "feature_similarity": table.to_dict("records")}
     atomic_write_json(out / "03_vggsound.json", record)
+    return record
+
+
+# ----------------------------------------------------------------------------------------------
+# 04 · generation
+
+def systems(out_dir) -> dict[str, Path]:
+    """The feature folders of the systems compared: ``baseline`` (the teacher, i.e. Diff-Foley) and each
+    finished student of notebook 03 (``distill/<run>/features``)."""
+    from cinefoley.cinetoy import DISTILL_RUNS, MAIN_RUN
+
+    out = Path(out_dir)
+    found = {"baseline": _require(out / "features" / "teacher", "notebook 03")}
+    for name in DISTILL_RUNS:
+        if (out / "distill" / name / "student_state.pt").exists():
+            found[name] = out / "distill" / name / "features"
+    if MAIN_RUN not in found:
+        _require(out / "distill" / MAIN_RUN / "student_state.pt", "notebook 03")
+    return found
+
+
+def features_of_test_set(feature_dir: Path, testsets: Path, kind: str, frames: int) -> tuple[dict[str, torch.Tensor], list]:
+    """{clip id: its first ``frames`` feature frames} of test set ``kind``, and the clips left out (why)."""
+    ids = pd.read_csv(testsets / f"test_{kind}.csv", dtype={"clip_id": str}).clip_id
+    sub = feature_dir if kind == "original" else feature_dir / kind
+    feats, left_out = {}, []
+    for cid in ids:
+        path = sub / f"{cid}.npz"
+        if not path.exists():
+            left_out.append((cid, f"{path}: no features (unreadable at extraction)"))
+            continue
+        f = np.load(path)["feat"]
+        if len(f) < frames:
+            left_out.append((cid, f"{path}: {len(f)} frames, fewer than the {frames}-frame window"))
+            continue
+        feats[cid] = torch.from_numpy(f[:frames])
+    return feats, left_out
+
+
+def notebook_04(out_dir, *, ldm_ckpt, profile: str = "demo", seed: int = 0, model_options: dict | None = None) -> dict:
+    """Audio for every test set (VGGSound, VGG-CU, VGG-CM) from the baseline's and each student's features.
+
+    Diff-Foley's LDM, CFG w = 4.5, DPM-Solver++ (Eq. 3-4), Griffin-Lim; written by
+    :func:`cinefoley.generate.generate_set` under ``generated/<system>/<test set>/`` (resumable), with
+    ``figures/04_examples.png`` and players for the first test clip.
+    """
+    import matplotlib.pyplot as plt
+
+    from cinefoley.cinetoy import MAIN_RUN
+    from cinefoley.generate import GenerationConfig, generate_set, read_generated
+    from cinefoley.ldm import load_ldm
+    from cinefoley.plots import mel_image
+
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    s = settings(profile)
+    ldm = load_ldm(_given("ldm_ckpt", ldm_ckpt), **_options(model_options, "ldm")).to(default_device())
+    cfg = GenerationConfig(samples_per_clip=s.samples_per_clip, steps=s.diffusion_steps, seed=seed,
+                           griffin_lim_iters=s.griffin_lim_iters)
+    testsets = out / "testsets"
+    record = {"world": "vggsound", "profile": profile, "generation": asdict(cfg), "sets": {}, "left_out": {}}
+    for name, feature_dir in systems(out).items():
+        for kind in TEST_SETS:
+            feats, left_out = features_of_test_set(feature_dir, testsets, kind, s.gen_frames)
+            if not feats:
+                raise ValueError(f"{feature_dir}: no {kind} test clip has {s.gen_frames} frames of features")
+            folder = generate_set(ldm, feats, out / "generated" / name / kind, cfg)
+            record["sets"][f"{name}/{kind}"] = {"folder": str(folder), "clips": len(feats)}
+            record["left_out"][f"{name}/{kind}"] = left_out
+    atomic_write_json(out / "04_vggsound.json", record)
+
+    cid = sorted(feats)[0]
+    fig, axes = plt.subplots(len(TEST_SETS), 2, figsize=(9, 2.2 * len(TEST_SETS)), squeeze=False)
+    players = []
+    for col, system in enumerate(("baseline", MAIN_RUN)):
+        for row, kind in enumerate(TEST_SETS):
+            gen = read_generated(out / "generated" / system / kind)
+            k = int(np.flatnonzero(gen["clip_id"] == cid)[0])
+            label = "ours" if system != "baseline" else "baseline"
+            mel_image(axes[row, col], gen["mel"][k].astype(np.float32), title=f"{label} · {kind} · {cid}")
+            players.append((f"{label} · {kind}", gen["wav"][k]))
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "04_examples.png", dpi=110)
+    plt.show()
+    from IPython.display import Audio
+
+    for label, wav in players:
+        print(label)
+        _show(Audio(wav, rate=16000))
     return record

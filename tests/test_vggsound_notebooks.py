@@ -1,26 +1,50 @@
-"""Notebooks 01-03 with world="vggsound" on a tiny VGGSound-shaped folder and small Diff-Foley-format checkpoints."""
+"""Notebooks 01-04 with world="vggsound" on a tiny VGGSound-shaped folder and small Diff-Foley-format checkpoints."""
 
 import json
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
-from diff_foley_files import CAVP_SMALL, CLASSIFIER_SMALL, LDM_SMALL, write_released_folder
+from diff_foley_files import (CAVP_SMALL, CLASSIFIER_SMALL, randomize_, save_lightning_file, small_cavp,
+                              save_cavp_file)
 from synthetic_vggsound import clip_ids, write_vggsound
 
+from cinefoley.ldm import build_ldm, diff_foley_ldm_config, ldm_state_dict
 from cinefoley.reproduce import run_notebooks
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
-NOTEBOOKS = ["01", "02", "03"]
+NOTEBOOKS = ["01", "02", "03", "04"]
+# a small LDM conditioned on CAVP's 512-d features, as the released one is; its VAE downsamples 8x like
+# Diff-Foley's, so that the UNet's attention stays cheap on a CPU
+LDM_CAVP = diff_foley_ldm_config(
+    unet={"model_channels": 32, "channel_mult": [1, 2], "attention_resolutions": [2], "num_res_blocks": 1,
+          "num_heads": 2, "context_dim": 16},
+    vae={"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1},
+    cond={"origin_dim": 512, "embed_dim": 16},
+)
+
+
+def write_checkpoints(folder):
+    from cinefoley.align_classifier import AlignmentClassifier, align_classifier_state_dict
+
+    folder.mkdir(parents=True)
+    paths = {"cavp": folder / "cavp_epoch66.ckpt", "ldm": folder / "ldm_epoch240.ckpt",
+             "eval_classifier": folder / "eval_classifier.ckpt"}
+    save_cavp_file(small_cavp(), paths["cavp"])
+    save_lightning_file(ldm_state_dict(randomize_(build_ldm(LDM_CAVP), 1).eval()), paths["ldm"], 240)
+    save_lightning_file(align_classifier_state_dict(randomize_(AlignmentClassifier(CLASSIFIER_SMALL), 2).eval()),
+                        paths["eval_classifier"], 12)
+    return paths
 
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("vggsound_data")
     write_vggsound(data)
-    ckpts = write_released_folder(data / "diff_foley_ckpt")
+    ckpts = write_checkpoints(data / "diff_foley_ckpt")
     # papermill passes parameters as JSON: tuples become lists, as a user's YAML would give them
-    options = json.loads(json.dumps({"cavp": CAVP_SMALL, "ldm": {"config": LDM_SMALL},
+    options = json.loads(json.dumps({"cavp": CAVP_SMALL, "ldm": {"config": LDM_CAVP},
                                      "eval_classifier": {"config": CLASSIFIER_SMALL}}))
     out = tmp_path_factory.mktemp("vggsound_run")
     timings = run_notebooks("smoke", out, only=NOTEBOOKS, extra_parameters={
@@ -75,3 +99,17 @@ def test_03_distils_and_tables_the_feature_drift(real_run):
     assert table.loc[0, "teacher_on_varied"] == pytest.approx(1.0, abs=1e-5)
     for fig in ("03_loss", "03_feature_similarity"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
+
+
+def test_04_generates_every_system_and_test_set(real_run):
+    from cinefoley.generate import read_generated
+
+    out, _ = real_run
+    for system in ("baseline", "cu@75"):
+        for kind in ("original", "cu", "cm"):
+            gen = read_generated(out / "generated" / system / kind)
+            assert sorted(gen["clip_id"]) == sorted(clip_ids("test"))  # 1 sample per clip under smoke
+            assert gen["mel"].shape[1:] == (128, 16 * 8) and np.isfinite(gen["wav"]).all()
+    record = json.loads((out / "04_vggsound.json").read_text())
+    assert len(record["sets"]) == 6 and not any(record["left_out"].values())
+    assert (out / "figures" / "04_examples.png").stat().st_size > 5000
