@@ -24,7 +24,7 @@ of the test clips under ``cu/`` and ``cm/``); ``distill/<run>/`` (streamed self-
 :mod:`cinefoley.real_distill`, with the student's test features under ``features/``); ``figures/``,
 ``tables/`` and the notebooks' JSON records.
 
-``profile``: ``smoke`` is for the tests (1 epoch, batch 2, 8 frames, 1 sample of 2 steps); ``demo``
+``profile``: ``smoke`` is for the tests (1 epoch, batch 2, 8 training frames, 1 sample of 2 steps, 20 bootstrap resamples); ``demo``
 and ``paper`` both distil with the paper's settings (25 epochs, batch 32, 40 frames = 10 s at 4 fps) and
 generate from Diff-Foley's first 32-frame window with 25 DPM-Solver++ steps; ``paper`` adds the
 ablation runs of Tables 3 and 4 and generates 10 samples per clip (``demo``: 1). ``model_options`` gives each checkpoint kind's loader keywords, as
@@ -60,11 +60,12 @@ class RealSettings:
     samples_per_clip: int
     diffusion_steps: int
     griffin_lim_iters: int
+    n_boot: int  # bootstrap resamples of the metric intervals
 
 
-REAL_PROFILES = {"smoke": RealSettings(1, 2, 8, 8, False, 8, 1, 2, 8),
-                 "demo": RealSettings(25, 32, 40, 40, False, 32, 1, 25, 32),
-                 "paper": RealSettings(25, 32, 40, 40, True, 32, 10, 25, 32)}
+REAL_PROFILES = {"smoke": RealSettings(1, 2, 8, 8, False, 32, 1, 2, 8, 20),
+                 "demo": RealSettings(25, 32, 40, 40, False, 32, 1, 25, 32, 1000),
+                 "paper": RealSettings(25, 32, 40, 40, True, 32, 10, 25, 32, 1000)}
 
 
 def settings(profile: str) -> RealSettings:
@@ -433,3 +434,133 @@ def notebook_04(out_dir, *, ldm_ckpt, profile: str = "demo", seed: int = 0, mode
         print(label)
         _show(Audio(wav, rate=16000))
     return record
+
+
+# ----------------------------------------------------------------------------------------------
+# 05 · metrics
+
+def reference_audio(testsets: Path, clip_ids: list[str], seconds: float) -> tuple[dict[str, np.ndarray], list]:
+    """The real sound of each test clip (16 kHz, ``seconds`` from the clip's start), read from its video.
+
+    Clips whose audio cannot be read are left out and returned with the reason.
+    """
+    from cinefoley.audio import load_audio
+    from cinefoley.errors import MediaError
+
+    rows = pd.read_csv(testsets / "test_original.csv", dtype={"clip_id": str}).set_index("clip_id")
+    wavs, left_out = {}, []
+    for cid in clip_ids:
+        row = rows.loc[cid]
+        start = float(row["start_s"]) if pd.notna(row.get("start_s")) else 0.0
+        try:
+            wavs[cid] = load_audio(row["video_path"], offset=start, duration=seconds)
+        except MediaError as e:
+            left_out.append((cid, str(e)))
+    return wavs, left_out
+
+
+def notebook_05(out_dir, *, classifier_ckpt, panns_ckpt, vggish_ckpt, profile: str = "demo", seed: int = 0,
+                model_options: dict | None = None) -> dict:
+    """Table 1 (and Tables 3/4 when the ablation students exist) and Figure 5 on VGGSound / VGG-CU / VGG-CM.
+
+    FAD (VGGish), FD / KID / KL / IS (PANNs Cnn14) against the real audio of each test video, and Align
+    Acc from Diff-Foley's evaluation classifier judged against the teacher's features of the *original*
+    clip (see :mod:`cinefoley.evaluate`), each with a bootstrap 95 % interval over test videos, and the
+    paired ours − baseline differences. Writes ``table1``, ``table1_paired_diff``, ``table3``/``table4``
+    (with ablations), ``figure5_per_class_align_gain`` (``.csv`` + ``.md``), ``figures/05_table1.png``,
+    ``figures/05_figure5_per_class_gain.png`` and ``05_metrics.json``.
+    """
+    import matplotlib.pyplot as plt
+
+    from cinefoley.align_classifier import load_align_classifier
+    from cinefoley.cinetoy import MAIN_RUN
+    from cinefoley.evaluate import (METRICS, extract, intervals_table, paired_differences, per_class_align_gain,
+                                    save_table, score_with_intervals)
+    from cinefoley.generate import read_generated
+    from cinefoley.metrics import FeatureCache
+    from cinefoley.metrics.real_extractors import PannsVGGishExtractor, align_acc_probs, load_panns, load_vggish
+    from cinefoley.utils import write_run_record
+
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    s = settings(profile)
+    testsets = out / "testsets"
+    found = systems(out)
+    # the referee's video features: the teacher's, of the full-frame clip, for every test set
+    video_feats, _ = features_of_test_set(found["baseline"], testsets, "original", s.gen_frames)
+    seconds = s.gen_frames * 16 * 256 / 16000  # the generated mel's length: 16 mel frames of 256 samples a frame
+    wavs, no_audio = reference_audio(testsets, sorted(video_feats), seconds)
+    if not wavs:
+        raise ValueError(f"{testsets / 'test_original.csv'}: no test clip with readable audio to score against")
+    extractor = FeatureCache(PannsVGGishExtractor(load_panns(_given("panns_ckpt", panns_ckpt), **_options(model_options, "panns")),
+                                                  load_vggish(_given("vggish_ckpt", vggish_ckpt), **_options(model_options, "vggish"))),
+                             out / "cache" / "features")
+    classifier = load_align_classifier(_given("classifier_ckpt", classifier_ckpt),
+                                       **_options(model_options, "eval_classifier")).to(default_device())
+    reference = extract(extractor, list(wavs), list(wavs.values()))
+
+    features = {}
+    for name in found:
+        for kind in TEST_SETS:
+            gen = read_generated(_require(out / "generated" / name / kind, "notebook 04"))
+            keep = np.flatnonzero(np.isin(gen["clip_id"], list(wavs)))
+            gen = {k: v[keep] for k, v in gen.items()}
+            feats = extract(extractor, gen["clip_id"], list(gen["wav"]))
+            feats.align_prob = align_acc_probs(classifier, gen["mel"].astype(np.float32),
+                                               torch.stack([video_feats[c] for c in gen["clip_id"]]), seed=seed)
+            features[(name, kind)] = feats
+
+    scored = {}
+
+    def scored_with(system, kind, boots):
+        if (system, kind) not in scored:
+            scored[(system, kind)] = score_with_intervals(features[(system, kind)], reference, n_boot=boots, seed=seed)
+        return scored[(system, kind)]
+
+    table1 = intervals_table({(k, label): scored_with(system, k, s.n_boot) for k in TEST_SETS
+                              for label, system in (("baseline", "baseline"), ("ours", MAIN_RUN))})
+    save_table(table1, out / "table1")
+    diffs = intervals_table({(k, "ours-baseline"): paired_differences(
+        features[("baseline", k)], features[(MAIN_RUN, k)], reference, n_boot=s.n_boot, seed=seed) for k in TEST_SETS})
+    save_table(diffs, out / "table1_paired_diff")
+    tables = {"table1": table1, "table1_paired_diff": diffs}
+    for stem, names in (("table3", ["cu@50", "cm@50", "cu&cm@66.7"]), ("table4", ["cu@50", "cu@75", "cu@100"])):
+        have = [n for n in names if n in found]
+        if len(have) > 1:  # an ablation needs more than the main run
+            tables[stem] = intervals_table({(k, n): scored_with(n, k, max(20, s.n_boot // 3)) for k in TEST_SETS
+                                            for n in have}, index_names=("test_set", "training"))
+            save_table(tables[stem], out / stem)
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(15, 3))
+    for ax, m in zip(axes, METRICS):
+        for j, system in enumerate(("baseline", "ours")):
+            t = table1[table1.system == system]
+            x = np.arange(len(t)) + (j - 0.5) * 0.3
+            ax.errorbar(x, t[m], yerr=[t[m] - t[f"{m}_lo"], t[f"{m}_hi"] - t[m]], fmt="o", capsize=3, label=system)
+        ax.set_xticks(range(len(TEST_SETS)), ["VGGSound", "VGG-CU", "VGG-CM"])
+        ax.set_title(m)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "05_table1.png", dpi=110)
+    plt.show()
+
+    labels = pd.read_csv(testsets / "test_original.csv", dtype={"clip_id": str}).set_index("clip_id")["label"].to_dict()
+    gain = per_class_align_gain(features[("baseline", "cu")], features[(MAIN_RUN, "cu")], labels)
+    save_table(gain.reset_index(), out / "figure5_per_class_align_gain")
+    top = gain.head(25)  # the paper's Figure 5 shows the top 25 of 309 classes
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(top)), 3))
+    ax.bar(top.index, top["gain"], color=["tab:green" if g > 0 else "tab:red" for g in top["gain"]])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("Align Acc gain on VGG-CU (points)")
+    ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "05_figure5_per_class_gain.png", dpi=110)
+    plt.show()
+    _show(table1[["test_set", "system", *METRICS]].round(3))
+    _show(diffs.round(3))
+    write_run_record(out, config={"world": "vggsound", "profile": profile, "seed": seed, "n_boot": s.n_boot,
+                                  "scored_seconds": seconds},
+                     results={"table1": table1.to_dict("records"), "paired_diff": diffs.to_dict("records"),
+                              "clips_scored": len(wavs), "no_audio": no_audio},
+                     name="05_metrics.json")
+    return tables

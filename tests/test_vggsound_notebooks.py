@@ -1,4 +1,4 @@
-"""Notebooks 01-04 with world="vggsound" on a tiny VGGSound-shaped folder and small Diff-Foley-format checkpoints."""
+"""Notebooks 01-05 with world="vggsound" on a tiny VGGSound-shaped folder and small Diff-Foley-format checkpoints."""
 
 import json
 
@@ -6,15 +6,17 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-from diff_foley_files import (CAVP_SMALL, CLASSIFIER_SMALL, randomize_, save_lightning_file, small_cavp,
-                              save_cavp_file)
+import torch
+from diff_foley_files import CAVP_SMALL, randomize_, save_cavp_file, save_lightning_file, small_cavp
+from test_real_extractors import PANNS_SMALL, VGGISH_SMALL, small_panns, small_vggish
 from synthetic_vggsound import clip_ids, write_vggsound
 
+from cinefoley.align_classifier import AlignmentClassifier, align_classifier_state_dict, eval_classifier_config
 from cinefoley.ldm import build_ldm, diff_foley_ldm_config, ldm_state_dict
 from cinefoley.reproduce import run_notebooks
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
-NOTEBOOKS = ["01", "02", "03", "04"]
+NOTEBOOKS = ["01", "02", "03", "04", "05"]
 # a small LDM conditioned on CAVP's 512-d features, as the released one is; its VAE downsamples 8x like
 # Diff-Foley's, so that the UNet's attention stays cheap on a CPU
 LDM_CAVP = diff_foley_ldm_config(
@@ -23,33 +25,42 @@ LDM_CAVP = diff_foley_ldm_config(
     vae={"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1},
     cond={"origin_dim": 512, "embed_dim": 16},
 )
+CLASSIFIER_CAVP = eval_classifier_config(
+    backbone={"model_channels": 32, "num_heads": 2, "context_dim": 16},
+    vae={"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1},
+    cond={"origin_dim": 512, "embed_dim": 16},
+)
 
 
 def write_checkpoints(folder):
-    from cinefoley.align_classifier import AlignmentClassifier, align_classifier_state_dict
-
     folder.mkdir(parents=True)
     paths = {"cavp": folder / "cavp_epoch66.ckpt", "ldm": folder / "ldm_epoch240.ckpt",
-             "eval_classifier": folder / "eval_classifier.ckpt"}
+             "eval_classifier": folder / "eval_classifier.ckpt", "panns": folder / "Cnn14_16k_mAP=0.438.pth",
+             "vggish": folder / "vggish-10086976.pth"}
     save_cavp_file(small_cavp(), paths["cavp"])
     save_lightning_file(ldm_state_dict(randomize_(build_ldm(LDM_CAVP), 1).eval()), paths["ldm"], 240)
-    save_lightning_file(align_classifier_state_dict(randomize_(AlignmentClassifier(CLASSIFIER_SMALL), 2).eval()),
+    save_lightning_file(align_classifier_state_dict(randomize_(AlignmentClassifier(CLASSIFIER_CAVP), 2).eval()),
                         paths["eval_classifier"], 12)
+    torch.save({"model": small_panns(3).state_dict()}, paths["panns"])
+    torch.save(small_vggish(4).state_dict(), paths["vggish"])
     return paths
 
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("vggsound_data")
-    write_vggsound(data)
+    # 8.5 s at 4 fps with sound: Align Acc scores 8.192 s (32 feature frames, 512 mel frames)
+    write_vggsound(data, seconds=8.5, fps=4.0, audio=True)
     ckpts = write_checkpoints(data / "diff_foley_ckpt")
     # papermill passes parameters as JSON: tuples become lists, as a user's YAML would give them
     options = json.loads(json.dumps({"cavp": CAVP_SMALL, "ldm": {"config": LDM_CAVP},
-                                     "eval_classifier": {"config": CLASSIFIER_SMALL}}))
+                                     "eval_classifier": {"config": CLASSIFIER_CAVP}, "panns": PANNS_SMALL,
+                                     "vggish": VGGISH_SMALL}))
     out = tmp_path_factory.mktemp("vggsound_run")
     timings = run_notebooks("smoke", out, only=NOTEBOOKS, extra_parameters={
         "world": "vggsound", "vggsound_csv": str(data / "vggsound.csv"), "video_dir": str(data / "videos"),
         "cavp_ckpt": str(ckpts["cavp"]), "ldm_ckpt": str(ckpts["ldm"]), "classifier_ckpt": str(ckpts["eval_classifier"]),
+        "panns_ckpt": str(ckpts["panns"]), "vggish_ckpt": str(ckpts["vggish"]),
         "model_options": options, "num_workers": 1})
     return out, timings
 
@@ -84,7 +95,8 @@ def test_01_writes_manifest_testsets_and_figure(real_run):
 def test_02_checks_every_given_checkpoint(real_run):
     out, _ = real_run
     checks = json.loads((out / "02_checks.json").read_text())
-    assert {c["kind"]: c["loads"] for c in checks["checks"]} == {"cavp": True, "ldm": True, "eval_classifier": True}
+    assert {c["kind"]: c["loads"] for c in checks["checks"]} == {
+        "cavp": True, "ldm": True, "eval_classifier": True, "panns": True, "vggish": True}
 
 
 def test_03_distils_and_tables_the_feature_drift(real_run):
@@ -109,7 +121,28 @@ def test_04_generates_every_system_and_test_set(real_run):
         for kind in ("original", "cu", "cm"):
             gen = read_generated(out / "generated" / system / kind)
             assert sorted(gen["clip_id"]) == sorted(clip_ids("test"))  # 1 sample per clip under smoke
-            assert gen["mel"].shape[1:] == (128, 16 * 8) and np.isfinite(gen["wav"]).all()
+            assert gen["mel"].shape[1:] == (128, 16 * 32) and np.isfinite(gen["wav"]).all()
     record = json.loads((out / "04_vggsound.json").read_text())
     assert len(record["sets"]) == 6 and not any(record["left_out"].values())
     assert (out / "figures" / "04_examples.png").stat().st_size > 5000
+
+
+def test_05_scores_table1_with_intervals_and_figure5(real_run):
+    from cinefoley.evaluate import METRICS
+
+    out, _ = real_run
+    table1 = pd.read_csv(out / "table1.csv")
+    assert sorted(zip(table1.test_set, table1.system)) == sorted(
+        (t, s) for t in ("original", "cu", "cm") for s in ("baseline", "ours"))
+    for m in METRICS:
+        assert np.isfinite(table1[m]).all()
+        assert (table1[f"{m}_lo"] <= table1[m] + 1e-9).all() and (table1[m] <= table1[f"{m}_hi"] + 1e-9).all()
+    assert set(table1.AlignAcc) <= {0.0, 50.0, 100.0}  # two test clips, one sample each
+    diff = pd.read_csv(out / "table1_paired_diff.csv")
+    assert diff.test_set.tolist() == ["original", "cu", "cm"]
+    gain = pd.read_csv(out / "figure5_per_class_align_gain.csv")
+    assert list(gain.columns) == ["label", "baseline", "ours", "gain"]
+    record = json.loads((out / "05_metrics.json").read_text())
+    assert record["results"]["clips_scored"] == 2 and not record["results"]["no_audio"]
+    for fig in ("05_table1", "05_figure5_per_class_gain"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
