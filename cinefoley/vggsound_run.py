@@ -61,11 +61,12 @@ class RealSettings:
     diffusion_steps: int
     griffin_lim_iters: int
     n_boot: int  # bootstrap resamples of the metric intervals
+    gradcam_clips: int  # VGG-CU clips shown in Figure 6
 
 
-REAL_PROFILES = {"smoke": RealSettings(1, 2, 8, 8, False, 32, 1, 2, 8, 20),
-                 "demo": RealSettings(25, 32, 40, 40, False, 32, 1, 25, 32, 1000),
-                 "paper": RealSettings(25, 32, 40, 40, True, 32, 10, 25, 32, 1000)}
+REAL_PROFILES = {"smoke": RealSettings(1, 2, 8, 8, False, 32, 1, 2, 8, 20, 1),
+                 "demo": RealSettings(25, 32, 40, 40, False, 32, 1, 25, 32, 1000, 4),
+                 "paper": RealSettings(25, 32, 40, 40, True, 32, 10, 25, 32, 1000, 8)}
 
 
 def settings(profile: str) -> RealSettings:
@@ -564,3 +565,93 @@ def notebook_05(out_dir, *, classifier_ckpt, panns_ckpt, vggish_ckpt, profile: s
                               "clips_scored": len(wavs), "no_audio": no_audio},
                      name="05_metrics.json")
     return tables
+
+
+# ----------------------------------------------------------------------------------------------
+# 06 · Grad-CAM
+
+def load_student(out_dir, cavp_ckpt, model_options: dict | None = None, run: str | None = None):
+    """The student of ``distill/<run>`` (default the main run, f_cu with k = 75 %), checked like the teacher."""
+    from cinefoley.cinetoy import MAIN_RUN
+    from cinefoley.encoders.cavp import load_cavp
+
+    path = _require(Path(out_dir) / "distill" / (run or MAIN_RUN) / "student_state.pt", "notebook 03")
+    return load_cavp(path, **_options(model_options, "cavp")).to(default_device())
+
+
+def notebook_06(out_dir, *, cavp_ckpt, profile: str = "demo", model_options: dict | None = None) -> dict:
+    """Figure 6 on VGG-CU: Grad-CAM of the teacher T and the student S on close-ups, the real sound underneath.
+
+    The Grad-CAM target is the mean over frames of cos(features, c_t), c_t = T(x_v) of the full clip
+    (:mod:`cinefoley.explain`), at SlowOnly's last stage. VGGSound has no ground-truth box of the
+    sounding object, so CineToy's attention-on-object score has no counterpart here: the figure is
+    the result. Writes ``figures/06_figure6_gradcam_<clip id>.png`` for the first ``gradcam_clips``
+    VGG-CU clips of the profile, and ``06_vggsound.json``.
+    """
+    import matplotlib.pyplot as plt
+
+    from cinefoley.audio import load_audio, mel_spectrogram
+    from cinefoley.data.testsets import load_params
+    from cinefoley.encoders.cavp import squash_resize
+    from cinefoley.errors import MediaError
+    from cinefoley.explain import grad_cam
+    from cinefoley.plots import mel_image, to_image
+    from cinefoley.variations import apply
+    from cinefoley.video import load_video
+
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    s = settings(profile)
+    teacher_dir = _require(out / "features" / "teacher", "notebook 03")
+    encoders = {"teacher": load_teacher(cavp_ckpt, model_options), "student": load_student(out, cavp_ckpt, model_options)}
+    cu = pd.read_csv(_require(out / "testsets" / "test_cu.csv", "notebook 01"), dtype={"clip_id": str})
+    shown, skipped = [], []
+    for _, row in cu.iterrows():
+        if len(shown) == s.gradcam_clips:
+            break
+        ref_path = teacher_dir / f"{row.clip_id}.npz"
+        if not ref_path.exists():
+            skipped.append((row.clip_id, f"{ref_path}: no teacher features (unreadable at extraction)"))
+            continue
+        params = load_params(row)
+        start = float(row.start_s) if pd.notna(row.get("start_s")) else 0.0
+        try:
+            video = load_video(row.video_path, n_frames=params.n_frames, start=start)
+        except MediaError as e:
+            skipped.append((row.clip_id, str(e)))
+            continue
+        frames = squash_resize(apply(video, params))[None]
+        ref = torch.from_numpy(np.load(ref_path)["feat"][:params.n_frames])[None]
+        maps = {name: grad_cam(enc, frames, ref, layer=enc.video_encoder.layer4)[0] for name, enc in encoders.items()}
+        try:
+            mel = mel_spectrogram(load_audio(row.video_path, offset=start, duration=params.n_frames / 4.0))
+        except MediaError as e:
+            mel, no_sound = None, str(e)
+        pick = np.linspace(0, params.n_frames - 1, min(8, params.n_frames)).round().astype(int)
+        fig = plt.figure(figsize=(1.3 * len(pick), 4.6 if mel is not None else 3.6))
+        grid = fig.add_gridspec(4 if mel is not None else 3, len(pick))
+        for col, t in enumerate(pick):
+            image = to_image(frames[0, t])
+            for r, (name, m) in enumerate([("VGG-CU", None), *maps.items()]):
+                ax = fig.add_subplot(grid[r, col])
+                ax.imshow(image)
+                if m is not None:
+                    ax.imshow(m[t], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if col == 0:
+                    ax.set_ylabel(name, fontsize=9)
+        if mel is not None:
+            mel_image(fig.add_subplot(grid[3, :]), mel, title=f"real sound: {row.label}")
+        else:
+            fig.suptitle(f"{row.label} (no sound: {no_sound})", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "figures" / f"06_figure6_gradcam_{row.clip_id}.png", dpi=120)
+        plt.show()
+        shown.append(row.clip_id)
+    if not shown:
+        raise ValueError(f"{out / 'testsets' / 'test_cu.csv'}: no VGG-CU clip could be shown: {skipped[:3]}")
+    record = {"world": "vggsound", "profile": profile, "clips": shown, "skipped": skipped,
+              "target": "mean over frames of cos(features, T(x_v))", "layer": "video_encoder.layer4"}
+    atomic_write_json(out / "06_vggsound.json", record)
+    return record

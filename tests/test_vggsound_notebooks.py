@@ -1,4 +1,4 @@
-"""Notebooks 01-05 with world="vggsound" on a tiny VGGSound-shaped folder and small Diff-Foley-format checkpoints."""
+"""Notebooks 01-06 with world="vggsound" on a tiny VGGSound-shaped folder and small Diff-Foley-format checkpoints."""
 
 import json
 
@@ -16,7 +16,7 @@ from cinefoley.ldm import build_ldm, diff_foley_ldm_config, ldm_state_dict
 from cinefoley.reproduce import run_notebooks
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
-NOTEBOOKS = ["01", "02", "03", "04", "05"]
+NOTEBOOKS = ["01", "02", "03", "04", "05", "06"]
 # a small LDM conditioned on CAVP's 512-d features, as the released one is; its VAE downsamples 8x like
 # Diff-Foley's, so that the UNet's attention stays cheap on a CPU
 LDM_CAVP = diff_foley_ldm_config(
@@ -146,3 +146,11 @@ def test_05_scores_table1_with_intervals_and_figure5(real_run):
     assert record["results"]["clips_scored"] == 2 and not record["results"]["no_audio"]
     for fig in ("05_table1", "05_figure5_per_class_gain"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 5000
+
+
+def test_06_draws_gradcam_of_teacher_and_student_on_a_close_up(real_run):
+    out, _ = real_run
+    record = json.loads((out / "06_vggsound.json").read_text())
+    (cid,) = record["clips"]  # smoke: one clip
+    assert cid == pd.read_csv(out / "testsets" / "test_cu.csv", dtype={"clip_id": str}).clip_id[0]
+    assert (out / "figures" / f"06_figure6_gradcam_{cid}.png").stat().st_size > 5000
