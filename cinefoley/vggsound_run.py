@@ -10,7 +10,10 @@ paths (None by default); the cell after it reads::
         vggsound_run.notebook_01(out_dir, vggsound_csv=vggsound_csv, video_dir=video_dir, seed=seed)
         vggsound_run.skip_remaining_cells()
 
-``notebook_0X`` runs that notebook's step here and shows its figure or table.
+``notebook_0X`` runs that notebook's step here and shows its figure or table. Notebook 07 (the A/B
+study) is the exception: its cells are the same for both worlds once it has its pairs of videos, so
+its cell only sets ``pairs_csv = vggsound_run.study_pairs(...)`` (VGG-CM clips with the baseline's and
+the student's sound) and lets the notebook go on.
 :func:`skip_remaining_cells` then turns every later cell of the kernel into a no-op (an IPython input
 transformer that swaps a cell's source for a comment), so the CineToy cells neither run nor fail. Why
 not the alternatives: raising an exception (or ``sys.exit``) marks the papermill run as failed;
@@ -62,11 +65,12 @@ class RealSettings:
     griffin_lim_iters: int
     n_boot: int  # bootstrap resamples of the metric intervals
     gradcam_clips: int  # VGG-CU clips shown in Figure 6
+    study_clips: int  # VGG-CM clips in the A/B study (at most; Table 2 used 31 videos)
 
 
-REAL_PROFILES = {"smoke": RealSettings(1, 2, 8, 8, False, 32, 1, 2, 8, 20, 1),
-                 "demo": RealSettings(25, 32, 40, 40, False, 32, 1, 25, 32, 1000, 4),
-                 "paper": RealSettings(25, 32, 40, 40, True, 32, 10, 25, 32, 1000, 8)}
+REAL_PROFILES = {"smoke": RealSettings(1, 2, 8, 8, False, 32, 1, 2, 8, 20, 1, 4),
+                 "demo": RealSettings(25, 32, 40, 40, False, 32, 1, 25, 32, 1000, 4, 8),
+                 "paper": RealSettings(25, 32, 40, 40, True, 32, 10, 25, 32, 1000, 8, 31)}
 
 
 def settings(profile: str) -> RealSettings:
@@ -655,3 +659,62 @@ def notebook_06(out_dir, *, cavp_ckpt, profile: str = "demo", model_options: dic
               "target": "mean over frames of cos(features, T(x_v))", "layer": "video_encoder.layer4"}
     atomic_write_json(out / "06_vggsound.json", record)
     return record
+
+
+# ----------------------------------------------------------------------------------------------
+# 07 · the A/B study's stimuli
+
+def study_pairs(out_dir, *, profile: str = "demo", kind: str = "cm", ours: str | None = None, fps: float = 12.0) -> Path:
+    """Pairs of videos for the A/B study (Table 2): test clips of ``kind`` (default VGG-CM) as that test
+    set shows them, once with the baseline's first generated sample and once with the student's.
+
+    The variation is replayed on frames decoded at ``fps`` (the 4-fps windows stretched over them by
+    :meth:`~cinefoley.variations.VariationParams.for_shape`) at the video's own size, for as long as the
+    generated sound (8.192 s). Writes ``study_pairs/<clip>_{baseline,ours}.mp4`` and ``pairs.csv``
+    (the format of :func:`cinefoley.study.read_pairs`); clips that cannot be decoded are left out.
+    """
+    from cinefoley.cinetoy import MAIN_RUN
+    from cinefoley.data.testsets import load_params
+    from cinefoley.errors import MediaError
+    from cinefoley.generate import read_generated
+    from cinefoley.utils import atomic_write_bytes
+    from cinefoley.variations import apply
+    from cinefoley.video import load_video, resize, write_video
+
+    out = Path(out_dir)
+    folder = out / "study_pairs"
+    sounds = {}
+    for system, run in (("baseline", "baseline"), ("ours", ours or MAIN_RUN)):
+        gen = read_generated(_require(out / "generated" / run / kind, "notebook 04"))
+        first = gen["sample"] == 0
+        sounds[system] = dict(zip(gen["clip_id"][first], gen["wav"][first]))
+    rows, skipped = [], []
+    manifest = pd.read_csv(_require(out / "testsets" / f"test_{kind}.csv", "notebook 01"), dtype={"clip_id": str})
+    for _, row in manifest.iterrows():
+        if len(rows) == settings(profile).study_clips:
+            break
+        cid = row.clip_id
+        if not all(cid in sound for sound in sounds.values()):
+            continue
+        seconds = len(sounds["baseline"][cid]) / 16000
+        start = float(row.start_s) if pd.notna(row.get("start_s")) else 0.0
+        try:
+            video = load_video(row.video_path, fps=fps, n_frames=int(seconds * fps), start=start)
+        except MediaError as e:
+            skipped.append((cid, str(e)))
+            continue
+        params = load_params(row).for_shape(len(video), video.shape[2], video.shape[3])
+        frames = apply(video, params)
+        frames = resize(frames, (frames.shape[2] // 2 * 2, frames.shape[3] // 2 * 2))  # H.264 wants even sizes
+        frames = frames.permute(0, 2, 3, 1).numpy()
+        files = {system: f"{cid}_{system}.mp4" for system in sounds}
+        for system, name in files.items():
+            write_video(folder / name, frames, fps, audio=sounds[system][cid])
+        rows.append({"clip_id": cid, **files})
+    if len(rows) < 2:
+        raise ValueError(f"{out / 'testsets' / f'test_{kind}.csv'}: {len(rows)} usable clips, a study needs 2 "
+                         f"(skipped: {skipped[:3]})")
+    csv_path = folder / "pairs.csv"
+    atomic_write_bytes(csv_path, pd.DataFrame(rows).to_csv(index=False).encode())
+    print(f"{len(rows)} study pairs from {kind} test clips in {csv_path}" + (f"; {len(skipped)} skipped" if skipped else ""))
+    return csv_path

@@ -1,4 +1,4 @@
-"""Notebooks 01-06 with world="vggsound" on a tiny VGGSound-shaped folder and small Diff-Foley-format checkpoints."""
+"""Notebooks 01-07 with world="vggsound" on a tiny VGGSound-shaped folder and small Diff-Foley-format checkpoints."""
 
 import json
 
@@ -16,7 +16,7 @@ from cinefoley.ldm import build_ldm, diff_foley_ldm_config, ldm_state_dict
 from cinefoley.reproduce import run_notebooks
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
-NOTEBOOKS = ["01", "02", "03", "04", "05", "06"]
+NOTEBOOKS = ["01", "02", "03", "04", "05", "06", "07"]
 # a small LDM conditioned on CAVP's 512-d features, as the released one is; its VAE downsamples 8x like
 # Diff-Foley's, so that the UNet's attention stays cheap on a CPU
 LDM_CAVP = diff_foley_ldm_config(
@@ -78,7 +78,8 @@ def test_every_notebook_ran_its_real_step_and_skipped_cinetoy(real_run):
         assert not [o for cell in outputs for o in cell if o.output_type == "error"], name
         nb = nbformat.read(out / "notebooks" / name, as_version=4)
         (i,) = [k for k, c in enumerate(nb.cells) if c.get("id") == "vggsound-world"]
-        assert all(not c.get("outputs") for c in nb.cells[i + 1:] if c.cell_type == "code"), name
+        if not name.startswith("07"):  # 07 only takes its pairs from the real tier, then runs on
+            assert all(not c.get("outputs") for c in nb.cells[i + 1:] if c.cell_type == "code"), name
     assert not (out / "world").exists()  # CineToy was never built
 
 
@@ -154,3 +155,16 @@ def test_06_draws_gradcam_of_teacher_and_student_on_a_close_up(real_run):
     (cid,) = record["clips"]  # smoke: one clip
     assert cid == pd.read_csv(out / "testsets" / "test_cu.csv", dtype={"clip_id": str}).clip_id[0]
     assert (out / "figures" / f"06_figure6_gradcam_{cid}.png").stat().st_size > 5000
+
+
+def test_07_runs_the_study_on_vgg_cm_pairs(real_run):
+    from cinefoley.study import read_pairs
+    from cinefoley.study.media import probe
+
+    out, _ = real_run
+    pairs = read_pairs(out / "study_pairs" / "pairs.csv")
+    assert sorted(p.clip_id for p in pairs) == sorted(clip_ids("test"))
+    media = probe(out / "study_pairs" / pairs[0].ours.name)
+    assert media["sample_rate"] == 16000 and media["duration"] == pytest.approx(8.19, abs=0.15)
+    result = json.loads((out / "07_preference_study.json").read_text())
+    assert result["results"]["votes"] > 0
