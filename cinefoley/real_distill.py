@@ -219,6 +219,8 @@ def distill_vggsound(teacher: nn.Module, manifest: str | Path, feature_dir: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     clips, skipped = stream_clips(manifest, feature_dir, split=cfg.split)
+    if not clips:
+        raise ValueError(f"{manifest}: no clip to train on; all {len(skipped)} were unreadable at feature extraction")
     unreadable_path = out_dir / "unreadable.csv"
     unreadable = _read_unreadable(unreadable_path)
     unreadable.update({s["clip_id"]: s for s in skipped})

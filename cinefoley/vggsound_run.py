@@ -10,29 +10,31 @@ paths (None by default); the cell after it reads::
         vggsound_run.notebook_01(out_dir, vggsound_csv=vggsound_csv, video_dir=video_dir, seed=seed)
         vggsound_run.skip_remaining_cells()
 
-``notebook_0X`` runs that notebook's step here and shows its figure or table. Notebook 07 (the A/B
-study) is the exception: its cells are the same for both worlds once it has its pairs of videos, so
-its cell only sets ``pairs_csv = vggsound_run.study_pairs(...)`` (VGG-CM clips with the baseline's and
-the student's sound) and lets the notebook go on.
+``notebook_0X`` runs that notebook's step here and shows its figure or table.
 :func:`skip_remaining_cells` then turns every later cell of the kernel into a no-op (an IPython input
 transformer that swaps a cell's source for a comment), so the CineToy cells neither run nor fail. Why
-not the alternatives: raising an exception (or ``sys.exit``) marks the papermill run as failed;
-wrapping every CineToy cell in ``if world == "cinetoy":`` would rewrite them all. The transformer
-leaves those cells untouched, papermill records them as run with no output, and nbval (which runs
-the default ``world="cinetoy"``) never meets it. In JupyterLab, :func:`resume_cinetoy_cells` undoes it.
+not the alternatives: raising an exception marks the papermill run as failed; wrapping every CineToy
+cell in ``if world == "cinetoy":`` would rewrite them all. The transformer leaves those cells
+untouched, papermill records them as run with no output, and nbval (which runs the default
+``world="cinetoy"``) never meets it. In JupyterLab, :func:`resume_cinetoy_cells` undoes it.
+Notebook 07 (the A/B study) is the exception: once it has its pairs of videos its cells are the same
+for both worlds, so its cell only sets ``pairs_csv = vggsound_run.study_pairs(...)`` (VGG-CM clips
+with the baseline's and the student's sound) and lets the notebook go on.
 
 Layout under ``out_dir`` (as the CineToy run's): ``vggsound/manifest.csv``; ``testsets/test_{original,
 cu,cm}.csv`` (VGGSound, VGG-CU, VGG-CM); ``features/teacher/`` (c_t = T(x_v) of every clip, and T(x_v^f)
 of the test clips under ``cu/`` and ``cm/``); ``distill/<run>/`` (streamed self-distillation,
-:mod:`cinefoley.real_distill`, with the student's test features under ``features/``); ``figures/``,
-``tables/`` and the notebooks' JSON records.
+:mod:`cinefoley.real_distill`, with the student's test features under ``features/``);
+``generated/<system>/<test set>/``; ``study_pairs/``; ``figures/``, ``tables/`` and the notebooks' JSON
+records.
 
-``profile``: ``smoke`` is for the tests (1 epoch, batch 2, 8 training frames, 1 sample of 2 steps, 20 bootstrap resamples); ``demo``
-and ``paper`` both distil with the paper's settings (25 epochs, batch 32, 40 frames = 10 s at 4 fps) and
-generate from Diff-Foley's first 32-frame window with 25 DPM-Solver++ steps; ``paper`` adds the
-ablation runs of Tables 3 and 4 and generates 10 samples per clip (``demo``: 1). ``model_options`` gives each checkpoint kind's loader keywords, as
-:func:`cinefoley.checkpoints.check_checkpoints` takes them (e.g. ``{"cavp": {"stage_blocks": [1, 1, 2, 1],
-"base_channels": 4}}`` for the small test models); None = the released architectures.
+``profile`` (:data:`REAL_PROFILES`): ``smoke`` is for the tests (1 epoch, batch 2, 8 training frames,
+1 sample of 2 steps, 20 bootstrap resamples); ``demo`` and ``paper`` both distil with the paper's
+settings (25 epochs, batch 32, 40 frames = 10 s at 4 fps) and generate from Diff-Foley's first 32-frame
+window with 25 DPM-Solver++ steps; ``paper`` adds the ablation runs of Tables 3 and 4 and generates 10
+samples per clip (``demo``: 1). ``model_options`` gives each checkpoint kind's loader keywords, as
+:func:`cinefoley.checkpoints.check_checkpoints` takes them (e.g. ``{"cavp": {"stage_blocks": [1, 1, 2,
+1], "base_channels": 4}}`` for the small test models); None = the released architectures.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ TEST_SETS = ("original", "cu", "cm")
 
 @dataclass(frozen=True)
 class RealSettings:
-    """Distillation settings per profile on the real tier (see the module docstring)."""
+    """What a profile means on the real tier (see the module docstring)."""
 
     epochs: int
     batch_size: int
@@ -574,7 +576,7 @@ def notebook_05(out_dir, *, classifier_ckpt, panns_ckpt, vggish_ckpt, profile: s
 # ----------------------------------------------------------------------------------------------
 # 06 · Grad-CAM
 
-def load_student(out_dir, cavp_ckpt, model_options: dict | None = None, run: str | None = None):
+def load_student(out_dir, model_options: dict | None = None, run: str | None = None):
     """The student of ``distill/<run>`` (default the main run, f_cu with k = 75 %), checked like the teacher."""
     from cinefoley.cinetoy import MAIN_RUN
     from cinefoley.encoders.cavp import load_cavp
@@ -607,7 +609,7 @@ def notebook_06(out_dir, *, cavp_ckpt, profile: str = "demo", model_options: dic
     (out / "figures").mkdir(parents=True, exist_ok=True)
     s = settings(profile)
     teacher_dir = _require(out / "features" / "teacher", "notebook 03")
-    encoders = {"teacher": load_teacher(cavp_ckpt, model_options), "student": load_student(out, cavp_ckpt, model_options)}
+    encoders = {"teacher": load_teacher(cavp_ckpt, model_options), "student": load_student(out, model_options)}
     cu = pd.read_csv(_require(out / "testsets" / "test_cu.csv", "notebook 01"), dtype={"clip_id": str})
     shown, skipped = [], []
     for _, row in cu.iterrows():

@@ -105,3 +105,13 @@ def test_cli_runs_a_step(prepared, tmp_path, capsys):
     assert "stopped after 1 steps" in capsys.readouterr().out
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert (ckpt["epoch"], ckpt["step"], ckpt["config"]["n_frames"]) == (0, 1, N_FRAMES)
+
+
+def test_no_usable_clip_is_an_error_naming_the_manifest(prepared, tmp_path):
+    root, manifest, teacher = prepared
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    pd.DataFrame({"clip_id": clip_ids("train") + ["garbage_000005"], "video_path": "x", "reason": "broken"}).to_csv(
+        feats / "unreadable.csv", index=False)
+    with pytest.raises(ValueError, match=r"manifest\.csv: no clip to train on"):
+        distill_vggsound(teacher, manifest, feats, tmp_path / "run", config(), progress=False)
