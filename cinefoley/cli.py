@@ -72,12 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cinefoley.checkpoints import register as register_checkpoints
     from cinefoley.data.vggsound import register_vggsound
+    from cinefoley.real_distill import register_distill_vggsound
     from cinefoley.real_tier import register_real
     from cinefoley.study.cli import register as register_study
 
     register_checkpoints(sub)
     register_vggsound(sub)
     register_real(sub)
+    register_distill_vggsound(sub)
     register_study(sub)
     return parser
 

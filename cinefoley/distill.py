@@ -145,6 +145,53 @@ def _varied_batch(videos: torch.Tensor, params: list, cfg: DistillConfig) -> tor
     return torch.stack([v if p is None else apply(v, p) for v, p in zip(videos, params)]).to(cfg.device)
 
 
+# ---------------------------------------------------------------------------------------------
+# the pieces every distillation loop shares (in-memory clips here, streamed VGGSound in real_distill)
+
+def start_student(teacher: nn.Module, cfg: DistillConfig, ckpt_path: Path
+                  ) -> tuple[nn.Module, torch.optim.Optimizer, int, int, dict]:
+    """S ← T (a trainable copy of the teacher) and its AdamW; restored from ``ckpt_path`` when it exists.
+
+    Returns ``(student, optimizer, epoch, step, history)``: where in the run to go on from.
+    """
+    student = copy.deepcopy(teacher).to(cfg.device).requires_grad_(True).train()
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    epoch, step, history = 0, 0, {"step_loss": [], "epoch_loss": []}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=cfg.device, weights_only=False)
+        student.load_state_dict(ckpt["student"])
+        opt.load_state_dict(ckpt["optimizer"])
+        epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+    return student, opt, epoch, step, history
+
+
+def save_student_checkpoint(ckpt_path: Path, student: nn.Module, opt: torch.optim.Optimizer, cfg: DistillConfig,
+                            epoch: int, step: int, history: dict) -> None:
+    atomic_torch_save({"student": student.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                       "step": step, "history": history, "config": asdict(cfg)}, ckpt_path)
+
+
+def student_step(model: nn.Module, opt: torch.optim.Optimizer, c_t: torch.Tensor, x: torch.Tensor,
+                 cfg: DistillConfig) -> float:
+    """One AdamW step on L_p(c_t, S(x)) (Eq. 2), x the (partly varied) clips in [0, 1]; bf16 on CUDA."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(cfg.device).startswith("cuda")):
+        c_s = model(x)
+    loss = distill_loss(c_t, c_s)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def write_student(out_dir: Path, student: nn.Module, cfg: DistillConfig, history: dict, started: float,
+                  extra: dict | None = None) -> None:
+    """The finished run: ``student_state.pt`` (the encoder's state dict) and ``distill.json``."""
+    atomic_torch_save(student.state_dict(), out_dir / "student_state.pt")
+    write_run_record(out_dir, config=cfg, results={"epoch_loss": history["epoch_loss"],
+                                                   "final_loss": history["epoch_loss"][-1], **(extra or {})},
+                     name="distill.json", started=started)
+
+
 def distill(teacher: nn.Module, videos: torch.Tensor, clip_ids: list[str], out_dir: str | Path,
             cfg: DistillConfig | None = None, *, feature_dir: str | Path | None = None,
             progress: bool = True) -> tuple[nn.Module, dict]:
@@ -173,27 +220,17 @@ def distill(teacher: nn.Module, videos: torch.Tensor, clip_ids: list[str], out_d
             dist.barrier()
         c_t_all = load_features(feature_dir, clip_ids)
 
-    student = copy.deepcopy(teacher).requires_grad_(True).train()
+    ckpt_path = out_dir / "checkpoint.pt"
+    student, opt, epoch, step, history = start_student(teacher, cfg, ckpt_path)
     model = student
     if world > 1:
         model = nn.parallel.DistributedDataParallel(student)
-    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    epoch, step, history = 0, 0, {"step_loss": [], "epoch_loss": []}
-
-    ckpt_path = out_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=cfg.device, weights_only=False)
-        student.load_state_dict(ckpt["student"])
-        opt.load_state_dict(ckpt["optimizer"])
-        epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
 
     def save_checkpoint():
         if rank == 0:
-            atomic_torch_save({"student": student.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                               "step": step, "history": history, "config": asdict(cfg)}, ckpt_path)
+            save_student_checkpoint(ckpt_path, student, opt, cfg, epoch, step, history)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(cfg.device).startswith("cuda"))
     total = cfg.epochs * steps_per_epoch
     bar = tqdm(total=total, initial=epoch * steps_per_epoch + step, desc="distill",
                disable=not progress or rank != 0)
@@ -213,18 +250,12 @@ def distill(teacher: nn.Module, videos: torch.Tensor, clip_ids: list[str], out_d
             with torch.no_grad():
                 c_t = (c_t_all[idx].to(cfg.device) if cfg.teacher_targets == "cached"
                        else teacher(as_frames(batch.to(cfg.device))).float())
-            x = as_frames(_varied_batch(batch, params, cfg))
-            with autocast:
-                c_s = model(x)
-            loss = distill_loss(c_t, c_s)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history["step_loss"].append(loss.item())
+            loss = student_step(model, opt, c_t, as_frames(_varied_batch(batch, params, cfg)), cfg)
+            history["step_loss"].append(loss)
             step += 1
             global_step += 1
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.4f}", epoch=epoch)
+            bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
             if step % cfg.checkpoint_every == 0:
                 save_checkpoint()
         history["epoch_loss"].append(float(np.mean(history["step_loss"][-steps_per_epoch:])))
@@ -233,10 +264,7 @@ def distill(teacher: nn.Module, videos: torch.Tensor, clip_ids: list[str], out_d
     bar.close()
     student.eval()
     if rank == 0:
-        atomic_torch_save(student.state_dict(), out_dir / "student_state.pt")
-        write_run_record(out_dir, config=cfg, results={"epoch_loss": history["epoch_loss"],
-                                                       "final_loss": history["epoch_loss"][-1]},
-                         name="distill.json", started=started)
+        write_student(out_dir, student, cfg, history, started)
     return student, history
 
 

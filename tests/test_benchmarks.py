@@ -96,6 +96,15 @@ def test_bench_generate_diff_foley_runs(tmp_path):
     assert r["mel"] == [128, 512] and r["frames"] == 32
 
 
+def test_bench_vggsound_stream_runs(tmp_path):
+    r, stdout = run_benchmark("bench_vggsound_stream.py", ["--clips", "2", "--height", "32", "--width", "48",
+                                                           "--fps", "8", "--seconds", "2.6", "--frames", "6",
+                                                           "--size", "32", "--batch", "2", "--workers", "0", "1"],
+                              tmp_path)
+    assert r["clips"] == 2 and set(r["clips_per_s"]) == {"0", "1"} and min(r["clips_per_s"].values()) > 0
+    assert "workers=1:" in stdout
+
+
 def test_peak_table_matches_device_names(bench_modules):
     bench_distill, _ = bench_modules
     peak = bench_distill.peak_bf16_flops

@@ -131,16 +131,23 @@ class CAVPVideoEncoder(nn.Module):
         video = frames[None] if single else frames
         if video.dim() != 5 or video.shape[2] != 3:
             raise ValueError(f"expected frames (T, 3, H, W) or (B, T, 3, H, W), got {tuple(frames.shape)}")
-        b, t = video.shape[:2]
-        flat = video.reshape(b * t, *video.shape[2:])
-        # uint8 frames are resized in uint8, like PIL's resize in Diff-Foley, then scaled to [0, 1]
-        flat = resize(flat, [size, size], antialias=True)
-        flat = flat.float() / 255.0 if flat.dtype == torch.uint8 else flat.float()
-        video = flat.reshape(b, t, 3, size, size)
+        video = squash_resize(video, size)
+        video = video.float() / 255.0 if video.dtype == torch.uint8 else video.float()
+        t = video.shape[1]
         param = next(self.parameters())
         feats = [self(video[:, s:s + chunk].to(param.device, param.dtype)) for s in range(0, t, chunk)]
         out = torch.cat(feats, dim=1)
         return out[0] if single else out
+
+
+def squash_resize(frames: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Frames (..., 3, H, W) squash-resized to (..., 3, size, size), CAVP's input (aspect ratio not kept).
+
+    uint8 frames are resized in uint8, like PIL's resize in Diff-Foley, and stay uint8.
+    """
+    lead = frames.shape[:-3]
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    return resize(flat, [size, size], antialias=True).reshape(*lead, flat.shape[1], size, size)
 
 
 def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

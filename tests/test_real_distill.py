@@ -1,0 +1,117 @@
+"""Streamed self-distillation on a VGGSound-shaped folder: pairs, training, resuming, skipped clips, errors."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from diff_foley_files import CAVP_SMALL, save_cavp_file, small_cavp
+from synthetic_vggsound import clip_ids, write_vggsound
+
+from cinefoley.cli import main as cli_main
+from cinefoley.encoders.cavp import load_cavp, squash_resize
+from cinefoley.real_distill import StreamDistillConfig, VGGSoundDistillSet, distill_vggsound, stream_clips
+from cinefoley.real_tier import extract_features
+from cinefoley.variations import apply
+from cinefoley.video import load_video
+
+N_FRAMES = 6
+BROKEN = "wide_000004"  # decodes at feature extraction, truncated before distillation
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vggsound_distill")
+    manifest = write_vggsound(root)
+    teacher = small_cavp(seed=3)
+    save_cavp_file(teacher, root / "cavp_epoch66.ckpt")
+    report = extract_features(manifest, teacher, root / "feats", max_frames=N_FRAMES, workers=1, progress=False)
+    assert [f["clip_id"] for f in report.failed] == ["garbage_000005"]
+    video = root / "videos" / f"{BROKEN}.mp4"
+    video.write_bytes(video.read_bytes()[:700])
+    return root, manifest, teacher
+
+
+def config(**kw):
+    base = dict(epochs=2, batch_size=2, n_frames=N_FRAMES, size=32, num_workers=0, k=0.75, variation="cu&cm",
+                lr=1e-3, seed=1)
+    return StreamDistillConfig(**{**base, **kw})
+
+
+def test_pairs_are_the_test_set_path_and_seeded(prepared):
+    _, manifest, teacher = prepared
+    clips, skipped = stream_clips(manifest, prepared[0] / "feats")
+    assert [c.clip_id for c in clips] == [c for c in clip_ids("train")]
+    assert [s["clip_id"] for s in skipped] == ["garbage_000005"] and "feature extraction" in skipped[0]["reason"]
+    ds = VGGSoundDistillSet(clips, config(k=1.0))
+    kinds = set()
+    for i, clip in enumerate(clips[:3]):
+        item = ds[(0, i)]
+        assert item["video"].dtype == torch.uint8 and item["video"].shape == (N_FRAMES, 3, 32, 32)
+        np.testing.assert_array_equal(item["c_t"].numpy(), np.load(clip.feature)["feat"][:N_FRAMES])
+        assert torch.equal(ds[(0, i)]["video"], item["video"])  # same (seed, epoch, clip): same variation
+        kinds.add(item["kind"])
+    assert kinds <= {"close_up", "camera_move"} and "" not in kinds
+    plain = VGGSoundDistillSet(clips, config(k=0.0))[(0, 0)]
+    video = load_video(clips[0].video, n_frames=N_FRAMES)
+    assert plain["kind"] == "" and torch.equal(plain["video"], squash_resize(video, 32))
+    assert not torch.equal(ds[(0, 0)]["video"], ds[(1, 0)]["video"])  # a new draw every epoch
+
+
+def test_distillation_trains_skips_and_resumes_exactly(prepared, tmp_path):
+    root, manifest, teacher = prepared
+    student, history = distill_vggsound(teacher, manifest, root / "feats", tmp_path / "full",
+                                        config(num_workers=2), progress=False)
+    assert len(history["step_loss"]) == 4 and np.isfinite(history["step_loss"]).all()
+    assert len(history["epoch_loss"]) == 2
+    changed = [not torch.equal(a, b) for a, b in zip(student.state_dict().values(), teacher.state_dict().values())
+               if a.is_floating_point()]
+    assert any(changed)
+    skipped = pd.read_csv(tmp_path / "full" / "unreadable.csv").set_index("clip_id")
+    assert sorted(skipped.index) == ["garbage_000005", BROKEN] and skipped.loc[BROKEN, "reason"]
+    reloaded = load_cavp(tmp_path / "full" / "student_state.pt", **CAVP_SMALL)
+    for a, b in zip(reloaded.state_dict().values(), student.state_dict().values()):
+        assert torch.equal(a, b)
+
+    # killed after 3 steps (mid-epoch 2) and resumed, with no workers: the same weights as one run
+    distill_vggsound(teacher, manifest, root / "feats", tmp_path / "resumed", config(max_steps=3), progress=False)
+    assert not (tmp_path / "resumed" / "student_state.pt").exists()
+    resumed, history2 = distill_vggsound(teacher, manifest, root / "feats", tmp_path / "resumed", config(),
+                                         progress=False)
+    assert history2["step_loss"] == pytest.approx(history["step_loss"], abs=1e-6)
+    for a, b in zip(resumed.state_dict().values(), student.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_missing_feature_is_an_error_naming_the_file(prepared, tmp_path):
+    root, manifest, teacher = prepared
+    feats = tmp_path / "feats"
+    shutil.copytree(root / "feats", feats)
+    (feats / "square_000002.npz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"feats/square_000002\.npz: no cached teacher feature"):
+        distill_vggsound(teacher, manifest, feats, tmp_path / "run", config(), progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_cli_runs_a_step(prepared, tmp_path, capsys):
+    root, manifest, _ = prepared
+    argv = ["distill-vggsound", "--manifest", str(manifest), "--features", str(root / "feats"), "--cavp",
+            str(root / "cavp_epoch66.ckpt"), "--out", str(tmp_path / "run"), "--device", "cpu", "--workers", "1",
+            "--batch-size", "2", "--n-frames", str(N_FRAMES), "--max-steps", "1",
+            "--cavp-stage-blocks", *map(str, CAVP_SMALL["stage_blocks"]),
+            "--cavp-base-channels", str(CAVP_SMALL["base_channels"])]
+    assert cli_main(argv) == 0
+    assert "stopped after 1 steps" in capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert (ckpt["epoch"], ckpt["step"], ckpt["config"]["n_frames"]) == (0, 1, N_FRAMES)
+
+
+def test_no_usable_clip_is_an_error_naming_the_manifest(prepared, tmp_path):
+    root, manifest, teacher = prepared
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    pd.DataFrame({"clip_id": clip_ids("train") + ["garbage_000005"], "video_path": "x", "reason": "broken"}).to_csv(
+        feats / "unreadable.csv", index=False)
+    with pytest.raises(ValueError, match=r"manifest\.csv: no clip to train on"):
+        distill_vggsound(teacher, manifest, feats, tmp_path / "run", config(), progress=False)
