@@ -1,8 +1,8 @@
 """CineToy: a procedural audio-visual world in which every stage of the paper runs on a CPU.
 
-Each clip shows a *sounding object* and one or two *silent distractors* on a textured background.
-The sounding object flashes and swells at event instants, and its class's sound is heard at
-exactly those instants. Ten classes; each has
+Each clip shows a *sounding object*, the shot's subject, and one or two smaller *silent distractors*
+(props) on a textured background. The sounding object flashes and swells at event instants, and its
+class's sound is heard at exactly those instants. Ten classes; each has
 
 * a visual identity: shape × colour × texture. Every shape and every colour is shared by two
   classes, so the full view identifies the class by its global silhouette and colour (a shortcut
@@ -11,9 +11,15 @@ exactly those instants. Ten classes; each has
 * a sound identity: impacts, tones, noise bursts, sweeps, buzzes (all inside Diff-Foley's
   125–7600 Hz mel range).
 
-A close-up usually keeps part of the object (objects span about a third of the frame; crops
-40–60 %), rescaled about twofold; a camera move takes it out of frame for part of the clip. So a
-teacher trained on full frames has something to lose and a student something to learn back.
+A close-up usually keeps part of the object (the subject spans 35–45 % of the frame; crops 40–60 %),
+rescaled about twofold; a camera move takes it out of frame for part of the clip. The subject is
+larger than the props (radius 0.17–0.23 vs 0.08–0.12 of the frame) as in most shots: in the full
+view the biggest thing is what sounds, so a teacher trained on full frames learns the class well, and
+a close-up, which blows a prop up to a subject's size and cuts the subject's silhouette, misleads it.
+(With props as large as the subject, the teacher had to find the flashing object in the 2–3 frames of
+8 that show a flash; its features then named the class for ~60 % of clips and the generated sound's
+class was near chance already on full frames, so close-ups could not make it worse.) So a teacher
+trained on full frames has something to lose and a student something to learn back.
 
 Ground truth per clip: class, event times, and the sounding object's box (top, left, h, w) in
 every 4-fps frame the loaders return. Clips are written as H.264 mp4 (with an AAC copy of the
@@ -83,7 +89,8 @@ class WorldConfig:
     render_fps: float = 12.0  # the mp4's own rate; loaders resample to 4 fps by timestamps
     seed: int = 0
     n_distractors: tuple[int, int] = (1, 2)
-    object_radius: tuple[float, float] = (0.15, 0.21)  # fraction of the frame size
+    object_radius: tuple[float, float] = (0.17, 0.23)  # the sounding subject; fractions of the frame size
+    distractor_radius: tuple[float, float] = (0.08, 0.12)  # the silent props
     events_per_second: float = 1.3
 
     @property
@@ -140,7 +147,7 @@ def plan_clip(cfg: WorldConfig, split: str, index: int) -> ClipPlan:
     s = cfg.size
     objects = []
     for k, c in enumerate([cls, *others.tolist()]):
-        r = float(rng.uniform(*cfg.object_radius)) * s
+        r = float(rng.uniform(*(cfg.object_radius if k == 0 else cfg.distractor_radius))) * s
         speed = float(rng.uniform(0.0, 0.12)) * s / cfg.duration
         angle = float(rng.uniform(0, 2 * math.pi))
         objects.append(ObjectPlan(int(c), float(rng.uniform(r, s - r)), float(rng.uniform(r, s - r)),
