@@ -77,6 +77,11 @@ class Features:
         return Features(self.clip_ids[idx], self.clip_emb[idx], self.logits[idx], [self.frames[i] for i in idx],
                         None if self.align_prob is None else self.align_prob[idx])
 
+    def first_per_clip(self, n: int) -> "Features":
+        """The first ``n`` items of every clip, in order (a generated set's sample 0, 1, ...)."""
+        rank = pd.Series(self.clip_ids).groupby(self.clip_ids).cumcount().to_numpy()
+        return self.take(np.flatnonzero(rank < n))
+
 
 def extract(extractor: AudioFeatureExtractor, clip_ids: Sequence[str], wavs: Sequence[np.ndarray]) -> Features:
     return Features(np.asarray(clip_ids), extractor.clip_embeddings(wavs), extractor.logits(wavs),

@@ -350,3 +350,17 @@ def test_kid_with_subsets_as_large_as_both_sets_equals_the_full_set_estimate():
         kxx, kyy, kxy = k(xs, xs), k(ys, ys), k(xs, ys)
         vals.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (40 * 39) - 2 * kxy.mean())
     assert full == pytest.approx(np.mean(vals), rel=1e-9) and std == 0.0
+
+
+def test_first_per_clip_keeps_the_first_samples_of_every_clip_in_order():
+    from cinefoley.evaluate import Features
+
+    ids = np.array(["a", "a", "a", "b", "b", "b"])  # as read_generated returns them: by clip, then sample
+    emb = np.arange(6, dtype=np.float32)[:, None]
+    f = Features(ids, emb, emb, [e for e in emb], align_prob=np.arange(6) / 10)
+    one = f.first_per_clip(1)
+    assert list(one.clip_ids) == ["a", "b"] and one.clip_emb[:, 0].tolist() == [0, 3]
+    assert one.align_prob.tolist() == [0.0, 0.3] and [x[0] for x in one.frames] == [0, 3]
+    two = f.first_per_clip(2)
+    assert two.clip_emb[:, 0].tolist() == [0, 1, 3, 4]
+    assert len(f.first_per_clip(5).clip_ids) == 6
