@@ -5,7 +5,7 @@
 
 Both paths run :func:`cinefoley.distill.distill` itself, in the same process, on the same clips:
 
-* **naive** (the reference of issue 3): ``DistillConfig(teacher_targets="forward",
+* **naive** (the reference of issue 3): ``distill(..., teacher_targets="forward",
   batched_variations=False)``: a teacher forward every step, variations clip by clip on the CPU,
   fp32 (on CUDA the student's autocast is switched off for this path);
 * **fast**: ``teacher_targets="cached", batched_variations=True``: c_t read from the on-disk cache,
@@ -17,11 +17,11 @@ Only steady-state steps are timed: the time between the student's forward calls 
 steps (every step of distill() ends in ``loss.item()``, so the GPU is done with a step before the
 next one starts), after ``--warmup`` steps. The one-off teacher-feature caching is timed apart.
 Also reported: FLOPs per clip (``torch.utils.flop_counter``) and, on a GPU of known bf16 peak, the
-model-FLOPs utilisation; the data path (mp4 decoding at 4 fps with ``cinefoley.video.load_video``
-plus batched crops), on files written here with ``cinefoley.video.write_video`` or ``--video-dir``.
+model-FLOPs utilisation; the data path (mp4 decoding at 4 fps with ``cinefoley.media.video.load_video``
+plus batched crops), on files written here with ``cinefoley.media.video.write_video`` or ``--video-dir``.
 
-Encoders: ``toy`` = :class:`~cinefoley.encoders.toy.ToyVideoEncoder` on 8 x 64 x 64 clips; ``cavp`` =
-CAVP's SlowOnly ResNet3D-50 (:class:`~cinefoley.encoders.cavp.CAVPVideoEncoder`), random weights,
+Encoders: ``toy`` = :class:`~cinefoley.models.cinetoy.encoders.ToyVideoEncoder` on 8 x 64 x 64 clips; ``cavp`` =
+CAVP's SlowOnly ResNet3D-50 (:class:`~cinefoley.models.cavp.CAVPVideoEncoder`), random weights,
 32 clips x 16 frames x 224 px by default (on a CPU shrink it: ``--base-channels 4 --size 32``).
 """
 
@@ -45,11 +45,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cinefoley.distill import DistillConfig, cache_teacher_features, distill, distill_loss
-from cinefoley.encoders.cavp import CAVPVideoEncoder
-from cinefoley.encoders.toy import ToyVideoEncoder, ToyVideoEncoderConfig
+from cinefoley.models.cavp import CAVPVideoEncoder
+from cinefoley.models.cinetoy.encoders import ToyVideoEncoder, ToyVideoEncoderConfig
 from cinefoley.utils import atomic_write_json, versions
 from cinefoley.variations import VariationSampler, apply_batch
-from cinefoley.video import load_video, write_video
+from cinefoley.media.video import load_video, write_video
 
 #: Dense bf16 tensor-core peaks (FLOP/s, no sparsity) from the vendors' data sheets, matched by
 #: substring of ``torch.cuda.get_device_name``; the first match wins, so the specific names lead.
@@ -190,11 +190,12 @@ def time_path(name: str, base: nn.Module, videos: torch.Tensor, clip_ids: list[s
         channels_last(net)
     teacher = BenchEncoder(net, clock, fp32=naive, compile_student=compiled)
     cfg = DistillConfig(batch_size=args.clips, device=str(device), epochs=1,
-                        teacher_targets="forward" if naive else "cached", batched_variations=not naive,
                         max_steps=args.warmup + args.steps + 1, checkpoint_every=10**9)
+    targets = "forward" if naive else "cached"
     release_memory(device)
     started = time.perf_counter()
-    distill(teacher, videos, clip_ids, work / name, cfg, feature_dir=feature_dir, progress=False)
+    distill(teacher, videos, clip_ids, work / name, cfg, feature_dir=feature_dir, teacher_targets=targets,
+            batched_variations=not naive, progress=False)
     shutil.rmtree(work / name)  # the checkpoint distill() leaves (student + AdamW state)
     step_s = np.diff(clock.stamps)[args.warmup:args.warmup + args.steps]
     return {"clips_per_s": args.clips * len(step_s) / float(step_s.sum()),
@@ -204,7 +205,7 @@ def time_path(name: str, base: nn.Module, videos: torch.Tensor, clip_ids: list[s
             "precision": "fp32" if naive or not cuda else "bf16 autocast",
             "channels_last": bool(not naive and cuda and args.channels_last),
             "compiled": compiled,
-            "teacher_targets": cfg.teacher_targets, "batched_variations": cfg.batched_variations}
+            "teacher_targets": targets, "batched_variations": not naive}
 
 
 def synthetic_frames(n: int, size: int, seed: int) -> np.ndarray:

@@ -9,10 +9,10 @@ in one run, on the same random-weight model:
 
 * **naive** (notebook style): fp32, separate conditional and unconditional UNet calls
   (``batched_cfg=False``), ``--naive-batch`` samples at a time (1), then Diff-Foley's librosa vocoder
-  (:func:`cinefoley.audio.mel_to_audio_librosa`) one clip at a time. librosa takes seconds per clip,
+  (:func:`cinefoley.media.audio.mel_to_audio_librosa`) one clip at a time. librosa takes seconds per clip,
   so it is timed on ``--librosa-clips`` clips and its mean time per clip is counted for every sample;
 * **batched**: cond + uncond in one UNet call, ``--batch`` samples at a time, bf16 autocast on CUDA
-  (fp32 on a CPU), the batched torch :class:`~cinefoley.vocoder.GriffinLimVocoder` on the device;
+  (fp32 on a CPU), the batched torch :class:`~cinefoley.media.vocoder.GriffinLimVocoder` on the device;
   the VAE decodes in fp32, as :func:`cinefoley.generate.generate_set` does;
 * **batched + compile** (``--compile``): the same with the UNet in channels-last and ``torch.compile``.
 
@@ -22,7 +22,7 @@ FLOPs of the UNet and VAE per sample come from ``torch.utils.flop_counter``; the
 card's dense bf16 peak (the vocoder's FFTs are not counted).
 
 Models (random weights): ``toy`` = a small LDM shaped like CineToy's (mel 128 x 128, 8 frames of
-512-d features, latent 4 x 16 x 16); ``diff-foley`` = :func:`cinefoley.ldm.build_ldm` at Diff-Foley's
+512-d features, latent 4 x 16 x 16); ``diff-foley`` = :func:`cinefoley.models.ldm.build_ldm` at Diff-Foley's
 size (UNet 320 channels, mult 1-2-4-4, context 768; latent 4 x 16 x 64; SD VAE). ``--tiny`` keeps a
 model's mel and latent shapes (and Diff-Foley's context width) but narrows its layers, for CPUs and CI.
 """
@@ -38,11 +38,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench_distill import device_name, fmt_mfu, release_memory, synchronize, utilisation
-from cinefoley.audio import N_MELS, mel_to_audio_librosa
+from cinefoley.media.audio import N_MELS, mel_to_audio_librosa
 from cinefoley.generate import initial_noise, sample_latents
-from cinefoley.ldm import WINDOW_FRAMES, build_ldm, diff_foley_ldm_config
+from cinefoley.models.ldm import WINDOW_FRAMES, build_ldm, diff_foley_ldm_config
 from cinefoley.utils import atomic_write_json, versions
-from cinefoley.vocoder import GriffinLimVocoder
+from cinefoley.media.vocoder import GriffinLimVocoder
 
 MEL_FRAMES_PER_FRAME = 16
 #: (video frames per sample, config overrides, config overrides under --tiny)
@@ -65,7 +65,7 @@ MODELS = {
 
 
 def build_model(name: str, tiny: bool, device: torch.device):
-    """A random-weight :class:`~cinefoley.ldm.DiffFoleyLDM` and its (frames, latent shape)."""
+    """A random-weight :class:`~cinefoley.models.ldm.DiffFoleyLDM` and its (frames, latent shape)."""
     frames, full, small = MODELS[name]
     torch.manual_seed(0)
     with torch.device(device):  # initialise on the device: ~1e9 random weights are slow on a CPU

@@ -3,9 +3,9 @@
     python benchmarks/bench_vggsound_stream.py [--clips 8] [--height 360 --width 640] [--fps 25]
                                                [--frames 40] [--workers 0 2] [--video-dir DIR] [--json out.json]
 
-Runs :class:`cinefoley.real_distill.VGGSoundDistillSet` through
-:func:`cinefoley.real_distill.pair_loader` exactly as :func:`~cinefoley.real_distill.distill_vggsound`
-does, without the student: what the loader alone can feed. Synthetic mp4s shaped like VGGSound
+Runs :class:`cinefoley.worlds.vggsound.stream.StreamedPairs` exactly as
+:func:`~cinefoley.worlds.vggsound.stream.distill_vggsound` does, without the student: what the loader
+alone can feed. Synthetic mp4s shaped like VGGSound
 (10 s, 640x360, 25 fps, H.264) are written first, or ``--video-dir`` points at real ones. The teacher
 features are random (only their length matters here). Each worker count is timed over all clips,
 after one warm-up pass, worker start-up included; ``k`` = 0.75 f_cu, the paper's main setting.
@@ -26,10 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_distill import synthetic_frames  # noqa: E402
 
-from cinefoley.real_distill import (StreamDistillConfig, StreamClip, VGGSoundDistillSet, epoch_batches,  # noqa: E402
-                                    pair_loader)
+from cinefoley.distill import rank_batches  # noqa: E402
+from cinefoley.media.video import write_video  # noqa: E402
 from cinefoley.utils import atomic_savez  # noqa: E402
-from cinefoley.video import write_video  # noqa: E402
+from cinefoley.worlds.vggsound.stream import StreamClip, StreamDistillConfig, StreamedPairs  # noqa: E402
 
 
 def write_vggsound_like(folder: Path, n: int, height: int, width: int, fps: float, seconds: float) -> list[Path]:
@@ -82,14 +82,14 @@ def main(argv=None) -> dict:
         for workers in args.workers:
             cfg = StreamDistillConfig(variation="cu", k=0.75, batch_size=args.batch, n_frames=args.frames,
                                       size=args.size, num_workers=workers)
-            dataset = VGGSoundDistillSet(clips, cfg)
+            source = StreamedPairs(clips, cfg)
             for epoch in (0, 1):  # epoch 0 warms decord and the page cache up
                 started = time.perf_counter()
                 got = 0
-                for batch in pair_loader(dataset, epoch_batches(cfg, epoch, len(clips)), cfg):
-                    if batch["failed"]:
-                        raise RuntimeError(f"clips failed to decode: {batch['failed']}")
-                    got += len(batch["index"])
+                for batch in source.batches(cfg, epoch, rank_batches(cfg, epoch, len(clips), 0)):
+                    if batch.failed:
+                        raise RuntimeError(f"clips failed to decode: {batch.failed}")
+                    got += len(batch)
                 seconds = time.perf_counter() - started
             result["clips_per_s"][str(workers)] = round(got / seconds, 3)
             print(f"workers={workers}: {got} clips in {seconds:.2f} s = {got / seconds:.2f} clips/s "

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from cinefoley.audio import mel_spectrogram, mel_spectrogram_torch, mel_to_audio_librosa
+from cinefoley.media.audio import mel_spectrogram, mel_spectrogram_torch, mel_to_audio_librosa
 from cinefoley.utils import atomic_write_json, versions
-from cinefoley.vocoder import GriffinLimVocoder, mel_to_magnitude, spectral_convergence
+from cinefoley.media.vocoder import GriffinLimVocoder, mel_to_magnitude, spectral_convergence
 
 SECONDS = 8.192
 

@@ -11,8 +11,8 @@ from pathlib import Path
 def _world(args) -> int:
     from dataclasses import replace
 
-    from cinefoley.data.toyworld import build_world
-    from cinefoley.profiles import get_profile
+    from cinefoley.worlds.cinetoy.render import build_world
+    from cinefoley.worlds.cinetoy.world import get_profile
 
     cfg = get_profile(args.profile).world
     overrides = {k: v for k, v in (("size", args.size), ("duration", args.duration), ("seed", args.seed))
@@ -26,8 +26,8 @@ def _world(args) -> int:
 
 
 def _testsets(args) -> int:
-    from cinefoley.data.clips import read_manifest
-    from cinefoley.data.testsets import write_testsets
+    from cinefoley.media.clips import read_manifest
+    from cinefoley.testsets import write_testsets
 
     paths = write_testsets(read_manifest(args.manifest), args.out, split=args.split, seed=args.seed,
                            a1=args.a1, a2=args.a2)
@@ -36,10 +36,20 @@ def _testsets(args) -> int:
     return 0
 
 
+#: ``cinefoley reproduce`` option -> the notebooks' parameter it sets (the real tier's files)
+REAL_TIER = {"vggsound_csv": "vggsound_csv", "video_dir": "video_dir", "cavp": "cavp_ckpt", "ldm": "ldm_ckpt",
+             "eval_classifier": "classifier_ckpt", "panns": "panns_ckpt", "vggish": "vggish_ckpt",
+             "workers": "num_workers"}
+
+
 def _reproduce(args) -> int:
     from cinefoley.reproduce import run_notebooks
 
-    run_notebooks(args.profile, args.out, only=args.only)
+    given = {param: getattr(args, opt) for opt, param in REAL_TIER.items() if getattr(args, opt) is not None}
+    if args.world == "cinetoy" and given:
+        raise SystemExit(f"reproduce: {sorted(given)} are for --world vggsound")
+    paths = {k: str(Path(v).resolve()) if k != "num_workers" else v for k, v in given.items()}
+    run_notebooks(args.profile, args.out, only=args.only, extra_parameters={"world": args.world, **paths})
     return 0
 
 
@@ -65,21 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_testsets)
 
     p = sub.add_parser("reproduce", help="run the notebooks headlessly into <out> (the main job)")
-    p.add_argument("--profile", default="demo")
+    p.add_argument("--profile", default="demo", help="smoke, demo or paper")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 02")
+    p.add_argument("--world", choices=("cinetoy", "vggsound"), default="cinetoy")
+    real = p.add_argument_group("the real tier (--world vggsound): your files")
+    real.add_argument("--vggsound-csv", help="the official vggsound.csv, or a split list")
+    real.add_argument("--video-dir", help="the folder holding your VGGSound videos")
+    for opt, name in (("cavp", "cavp_epoch66.ckpt"), ("ldm", "ldm_epoch240.ckpt"),
+                      ("eval-classifier", "eval_classifier.ckpt"), ("panns", "Cnn14_16k_mAP=0.438.pth"),
+                      ("vggish", "vggish-10086976.pth")):
+        real.add_argument(f"--{opt}", metavar="PATH", help=f"a {name}-format file")
+    real.add_argument("--workers", type=int, help="processes decoding videos (default 4)")
     p.set_defaults(func=_reproduce)
 
-    from cinefoley.checkpoints import register as register_checkpoints
-    from cinefoley.data.vggsound import register_vggsound
-    from cinefoley.real_distill import register_distill_vggsound
-    from cinefoley.real_tier import register_real
+    from cinefoley.models.check import register as register_checkpoints
     from cinefoley.study.cli import register as register_study
+    from cinefoley.worlds.vggsound.cli import register as register_vggsound
 
     register_checkpoints(sub)
     register_vggsound(sub)
-    register_real(sub)
-    register_distill_vggsound(sub)
     register_study(sub)
     return parser
 

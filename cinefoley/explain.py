@@ -18,12 +18,16 @@ sounding object's ground-truth box (CineToy), frame by frame.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cinefoley.variations import VariationParams
 
 Box = Sequence[int]  # (top, left, height, width)
 
@@ -129,3 +133,74 @@ def attention_on_object(maps: np.ndarray, boxes: Sequence[Box], windows: Sequenc
     if not shares:
         return float("nan"), float("nan")
     return float(np.nanmean(shares)), float(np.mean(chance))
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 6 and its number, for any world
+
+def figure_clips(world, n: int, kind: str = "cu") -> list[str]:
+    """The test clips Figure 6 shows: the first ``n`` whose sounding object stays at least half in view
+    under ``kind`` when the world has boxes, else the first ``n``."""
+    rows = world.test_sets()[kind]
+    ids = [c for c in rows["clip_id"].astype(str) if c in set(world.test_clip_ids())]
+    if world.has_boxes:
+        visible = dict(zip(rows["clip_id"].astype(str), rows["visible_fraction"]))
+        ids = [c for c in ids if visible[c] > 0.5] + [c for c in ids if visible[c] <= 0.5]
+    return ids[:n]
+
+
+def encoder_maps(world, clip_id: str, kind: str = "cu", systems: Sequence[str] = ("baseline", "cu@75")
+                 ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """The clip as test set ``kind`` shows it to the encoders, uint8 (T, 3, S, S), and each system's
+    Grad-CAM maps (T, S, S); target: the similarity to the teacher's features of the full clip."""
+    frames = world.encoder_input(kind, [clip_id])
+    reference = world.features("baseline", "original")[clip_id][None]
+    maps = {s: grad_cam(world.encoder(s), frames, reference[:, :frames.shape[1]])[0] for s in systems}
+    return frames[0], maps
+
+
+def attention_table(world, kinds: Sequence[str] = ("cu", "cm"), systems: Sequence[str] = ("baseline", "cu@75"), *,
+                    n_boot: int = 1000, seed: int = 0, batch_size: int = 16) -> pd.DataFrame:
+    """Per test set and encoder, over every test clip: the Grad-CAM target (mean cos of the clip's
+    features to the teacher's features of the full clip) and, when the world has ground-truth boxes,
+    the share of attention on the sounding object against what an even spread would score, each with
+    a bootstrap 95 % interval over clips."""
+    from cinefoley.metrics import bootstrap_ci
+
+    rows = []
+    reference = world.features("baseline", "original")
+    for kind in kinds:
+        manifest = world.test_sets()[kind].set_index("clip_id")
+        ids = [c for c in world.test_clip_ids() if c in reference]
+        for system in systems:
+            encoder, feats = world.encoder(system), world.features(system, kind)
+            target = np.array([float(F.cosine_similarity(reference[c], feats[c], dim=-1).mean()) for c in ids])
+            row = {"test_set": kind, "encoder": "teacher" if system == "baseline" else f"student {system}",
+                   "clips": len(ids)}
+            ci = bootstrap_ci(target, np.array(ids), n_boot=n_boot, seed=seed)
+            row.update(target_similarity=ci.estimate, target_lo=ci.lo, target_hi=ci.hi)
+            if world.has_boxes:
+                share, chance = _object_shares(world, encoder, kind, ids, manifest, reference, batch_size)
+                ok = ~np.isnan(share)
+                ci = bootstrap_ci(share[ok], np.array(ids)[ok], n_boot=n_boot, seed=seed)
+                row.update(share_on_object=ci.estimate, share_lo=ci.lo, share_hi=ci.hi,
+                           chance=float(np.nanmean(chance)), clips_with_object_in_view=int(ok.sum()))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _object_shares(world, encoder, kind, ids, manifest, reference, batch_size):
+    share, chance = [], []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        videos = world.encoder_input(kind, chunk)
+        maps = grad_cam(encoder, videos, torch.stack([reference[c] for c in chunk]))
+        for cid, m in zip(chunk, maps):
+            row = manifest.loc[cid]
+            params = row["variation_params"]
+            windows = VariationParams.from_json(params).boxes if isinstance(params, str) and params else None
+            s, c = attention_on_object(m, json.loads(row["boxes"]), windows,
+                                       frame_size=(int(row["height"]), int(row["width"])))
+            share.append(s)
+            chance.append(c)
+    return np.array(share), np.array(chance)

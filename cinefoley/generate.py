@@ -9,7 +9,7 @@ seed, so any subset of a run regenerates the same audio.
 
 A model is anything with ``unet`` (diffusers ``UNet2DConditionModel``), ``context(feats, uncond)``,
 ``decode_latent(z)`` and ``noise_schedule`` (the DDPM settings) — CineToy's generator and the real
-Diff-Foley LDM (:mod:`cinefoley.ldm`) both are.
+Diff-Foley LDM (:mod:`cinefoley.models.ldm`) both are.
 
 :func:`generate_set` writes a whole test set in shards (``shard_00000.npz`` … holding the clip
 ids, sample indices, mels and waveforms of a fixed group of clips). A shard is written atomically
@@ -28,6 +28,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
+from cinefoley.media.vocoder import GriffinLimVocoder
 from cinefoley.utils import atomic_savez, stable_hash, write_run_record
 
 GUIDANCE = 4.5
@@ -102,6 +103,27 @@ def latent_shape_for(model, n_frames: int) -> tuple[int, ...]:
 
 
 @torch.no_grad()
+def sample_sounds(model, feats: torch.Tensor, seeds: list[int], cfg: GenerationConfig | None = None, *,
+                  vocoder=None) -> tuple[np.ndarray, np.ndarray]:
+    """One sound per row of ``feats`` (B, T, 512), each from its own seed: (mels (B, 128, 16 T) in [0, 1],
+    16-kHz waveforms (B, L)), batched by ``cfg.batch_size``."""
+    cfg = cfg or GenerationConfig()
+    device = next(model.unet.parameters()).device
+    vocoder = vocoder or GriffinLimVocoder(n_iter=cfg.griffin_lim_iters, device=device)
+    dtype = torch.bfloat16 if cfg.bf16 and device.type == "cuda" else None
+    shape = latent_shape_for(model, feats.shape[1])
+    mels, wavs = [], []
+    for i in range(0, len(feats), cfg.batch_size):
+        noise = initial_noise(shape, seeds[i:i + cfg.batch_size])
+        z = sample_latents(model, feats[i:i + cfg.batch_size].float(), noise, guidance=cfg.guidance, steps=cfg.steps,
+                           dtype=dtype)
+        mel = model.decode_latent(z).float().clamp(0, 1)
+        mels.append(mel.cpu())
+        wavs.append(vocoder(mel).float().cpu())
+    return torch.cat(mels).numpy(), torch.cat(wavs).numpy()
+
+
+@torch.no_grad()
 def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, cfg: GenerationConfig | None = None,
                  *, vocoder=None, progress: bool = True) -> Path:
     """Generate ``cfg.samples_per_clip`` sounds for every clip of ``features`` (clip id -> (T, 512)).
@@ -109,35 +131,25 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
     Writes ``out_dir/shard_*.npz`` (keys ``clip_id``, ``sample``, ``mel`` (n, 128, N) float16,
     ``wav`` (n, L) float32) and ``generation.json``; resumes by skipping finished shards.
     """
-    from cinefoley.vocoder import GriffinLimVocoder
-
     cfg = cfg or GenerationConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    device = next(model.unet.parameters()).device
-    vocoder = vocoder or GriffinLimVocoder(n_iter=cfg.griffin_lim_iters, device=device)
-    dtype = torch.bfloat16 if cfg.bf16 and device.type == "cuda" else None
+    vocoder = vocoder or GriffinLimVocoder(n_iter=cfg.griffin_lim_iters, device=next(model.unet.parameters()).device)
     clip_ids = sorted(features)
     shards = [clip_ids[i:i + cfg.clips_per_shard] for i in range(0, len(clip_ids), cfg.clips_per_shard)]
     done = 0
-    for s, shard_ids in enumerate(tqdm(shards, desc=f"generate {out_dir.name}", disable=not progress)):
+    for s, shard_ids in enumerate(tqdm(shards, desc=f"generate {out_dir.parent.name}/{out_dir.name}",
+                                       disable=not progress)):
         path = out_dir / f"shard_{s:05d}.npz"
         if path.exists():
             continue
         jobs = [(cid, k) for cid in shard_ids for k in range(cfg.samples_per_clip)]
-        mels, wavs = [], []
-        for i in range(0, len(jobs), cfg.batch_size):
-            batch = jobs[i:i + cfg.batch_size]
-            feats = torch.stack([features[cid] for cid, _ in batch]).float()
-            shape = latent_shape_for(model, feats.shape[1])
-            noise = initial_noise(shape, [sample_seed(cfg.seed, cid, k) for cid, k in batch])
-            z = sample_latents(model, feats, noise, guidance=cfg.guidance, steps=cfg.steps, dtype=dtype)
-            mel = model.decode_latent(z).float().clamp(0, 1)
-            mels.append(mel.cpu())
-            wavs.append(vocoder(mel).float().cpu())
+        feats = torch.stack([features[cid] for cid, _ in jobs])
+        mels, wavs = sample_sounds(model, feats, [sample_seed(cfg.seed, cid, k) for cid, k in jobs], cfg,
+                                   vocoder=vocoder)
         atomic_savez(path, clip_id=np.array([c for c, _ in jobs]), sample=np.array([k for _, k in jobs]),
-                     mel=torch.cat(mels).numpy().astype(np.float16), wav=torch.cat(wavs).numpy())
+                     mel=mels.astype(np.float16), wav=wavs)
         done += 1
     write_run_record(out_dir, config=cfg, results={"clips": len(clip_ids), "shards": len(shards),
                                                    "shards_written_now": done}, name="generation.json",
@@ -154,3 +166,11 @@ def read_generated(out_dir: str | Path) -> dict[str, np.ndarray]:
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((out["sample"], out["clip_id"]))
     return {k: v[order] for k, v in out.items()}
+
+
+def first_sample(generated: dict[str, np.ndarray], clip_id: str, sample: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(mel float32, wav) of one generated sound of :func:`read_generated`'s output."""
+    hit = np.flatnonzero((generated["clip_id"] == clip_id) & (generated["sample"] == sample))
+    if not len(hit):
+        raise KeyError(f"no sample {sample} of clip {clip_id!r} was generated")
+    return generated["mel"][hit[0]].astype(np.float32), generated["wav"][hit[0]]

@@ -250,6 +250,13 @@ class VariationSampler:
                    generator: torch.Generator | None = None) -> list[VariationParams | None]:
         return [self.draw(n_frames, height, width, generator) for _ in range(batch)]
 
+    def draw_for_clip(self, clip_id: str, epoch: int, seed: int, n_frames: int, height: int,
+                      width: int) -> VariationParams | None:
+        """The variation of a training clip in an epoch, from a hash of (seed, epoch, clip id): the same
+        in any process, worker or rank that loads the clip."""
+        g = torch.Generator().manual_seed(stable_hash("distill", seed, epoch, clip_id))
+        return self.draw(n_frames, height, width, generator=g)
+
 
 def params_for_clip(clip_id: str, kind: str, n_frames: int, height: int, width: int, *,
                     seed: int = 0, a1: float = 0.4, a2: float = 0.6) -> VariationParams:

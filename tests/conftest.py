@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cinefoley.data.toyworld import WorldConfig, build_world
+from cinefoley.worlds.cinetoy.render import WorldConfig, build_world
 
 TINY_WORLD = WorldConfig(n_train=8, n_val=2, n_test=6)
 
@@ -26,3 +26,34 @@ def tiny_world(tmp_path_factory, tiny_world_config) -> Path:
     root = tmp_path_factory.mktemp("cinetoy")
     build_world(root, tiny_world_config, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def cinetoy_smoke_run(tmp_path_factory):
+    """The seven notebooks on CineToy under the smoke profile: (out_dir, seconds per notebook)."""
+    from cinefoley.reproduce import run_notebooks
+
+    out = tmp_path_factory.mktemp("smoke_run")
+    return out, run_notebooks("smoke", out)
+
+
+@pytest.fixture(scope="session")
+def vggsound_smoke_run(tmp_path_factory):
+    """The seven notebooks with world="vggsound" under the smoke profile, on VGGSound-shaped synthetic
+    videos and small random checkpoints in the released formats: (out_dir, seconds per notebook)."""
+    from diff_foley_files import REAL_TIER_OPTIONS, write_real_tier_checkpoints
+    from synthetic_vggsound import write_vggsound
+
+    from cinefoley.reproduce import run_notebooks
+
+    data = tmp_path_factory.mktemp("vggsound_data")
+    # 8.5 s at 4 fps with sound: Align Acc scores 8.192 s (32 feature frames, 512 mel frames)
+    write_vggsound(data, seconds=8.5, fps=4.0, audio=True)
+    ckpts = write_real_tier_checkpoints(data / "diff_foley_ckpt")
+    out = tmp_path_factory.mktemp("vggsound_run")
+    timings = run_notebooks("smoke", out, extra_parameters={
+        "world": "vggsound", "vggsound_csv": str(data / "vggsound.csv"), "video_dir": str(data / "videos"),
+        "cavp_ckpt": str(ckpts["cavp"]), "ldm_ckpt": str(ckpts["ldm"]), "classifier_ckpt": str(ckpts["eval_classifier"]),
+        "panns_ckpt": str(ckpts["panns"]), "vggish_ckpt": str(ckpts["vggish"]),
+        "model_options": REAL_TIER_OPTIONS, "num_workers": 1})
+    return out, timings

@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cinefoley.align_classifier import AlignmentClassifier, align_classifier_state_dict, eval_classifier_config
-from cinefoley.encoders.cavp import CAVPVideoEncoder
-from cinefoley.ldm import DiffFoleyLDM, build_ldm, diff_foley_ldm_config, ldm_state_dict
+from cinefoley.models.align_classifier import AlignmentClassifier, align_classifier_state_dict, eval_classifier_config
+from cinefoley.models.cavp import CAVPVideoEncoder
+from cinefoley.models.ldm import DiffFoleyLDM, build_ldm, diff_foley_ldm_config, ldm_state_dict
+from cinefoley.models.panns import Cnn14
+from cinefoley.models.vggish import VGGish
 from cinefoley.utils import atomic_torch_save
 
 CAVP_SMALL = {"stage_blocks": (1, 1, 2, 1), "base_channels": 4}
@@ -25,6 +27,21 @@ LDM_SMALL = diff_foley_ldm_config(
           "num_heads": 2, "context_dim": 16},
     vae={"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1},
     cond={"origin_dim": 8, "embed_dim": 16},
+)
+PANNS_SMALL = {"base_channels": 4}  # blocks 4 ... 128 wide: "2048" becomes 128-d
+VGGISH_SMALL = {"channels": (4, 8, 8, 8, 16, 16), "hidden": 32}
+# a small LDM / classifier conditioned on CAVP's 512-d features, as the released ones are; the VAE
+# downsamples 8x like Diff-Foley's, so that the UNet's attention stays cheap on a CPU
+LDM_CAVP = diff_foley_ldm_config(
+    unet={"model_channels": 32, "channel_mult": [1, 2], "attention_resolutions": [2], "num_res_blocks": 1,
+          "num_heads": 2, "context_dim": 16},
+    vae={"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1},
+    cond={"origin_dim": 512, "embed_dim": 16},
+)
+CLASSIFIER_CAVP = eval_classifier_config(
+    backbone={"model_channels": 32, "num_heads": 2, "context_dim": 16},
+    vae={"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1},
+    cond={"origin_dim": 512, "embed_dim": 16},
 )
 CLASSIFIER_SMALL = eval_classifier_config(
     backbone={"model_channels": 32, "num_heads": 2, "context_dim": 16},
@@ -99,3 +116,38 @@ def write_released_folder(folder: Path) -> dict[str, Path]:
     save_lightning_file(ldm_state_dict(small_ldm()), paths["ldm"], 240)
     save_lightning_file(align_classifier_state_dict(small_classifier()), paths["eval_classifier"], 12)
     return paths
+
+
+def small_panns(seed: int = 0) -> Cnn14:
+    model = Cnn14(**PANNS_SMALL)
+    front = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("conv_real.weight",
+                                                                                 "conv_imag.weight", "melW"))}
+    randomize_(model, seed)
+    model.load_state_dict(front, strict=False)  # keep the STFT / mel buffers real, as in the released file
+    return model.eval()
+
+
+def small_vggish(seed: int = 0) -> VGGish:
+    return randomize_(VGGish(**VGGISH_SMALL), seed).eval()
+
+
+def write_real_tier_checkpoints(folder: Path) -> dict[str, Path]:
+    """All five files the real tier names, small models conditioned on CAVP's 512-d features, under their
+    released names (the notebooks' VGGSound runs use them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"cavp": folder / "cavp_epoch66.ckpt", "ldm": folder / "ldm_epoch240.ckpt",
+             "eval_classifier": folder / "eval_classifier.ckpt", "panns": folder / "Cnn14_16k_mAP=0.438.pth",
+             "vggish": folder / "vggish-10086976.pth"}
+    save_cavp_file(small_cavp(), paths["cavp"])
+    save_lightning_file(ldm_state_dict(randomize_(build_ldm(LDM_CAVP), 1).eval()), paths["ldm"], 240)
+    save_lightning_file(align_classifier_state_dict(randomize_(AlignmentClassifier(CLASSIFIER_CAVP), 2).eval()),
+                        paths["eval_classifier"], 12)
+    torch.save({"model": small_panns(3).state_dict()}, paths["panns"])
+    torch.save(small_vggish(4).state_dict(), paths["vggish"])
+    return paths
+
+
+#: loader keywords of the small models, as a papermill JSON parameter gives them (lists, not tuples)
+REAL_TIER_OPTIONS = {"cavp": {**CAVP_SMALL, "stage_blocks": list(CAVP_SMALL["stage_blocks"])},
+                     "ldm": {"config": LDM_CAVP}, "eval_classifier": {"config": CLASSIFIER_CAVP},
+                     "panns": PANNS_SMALL, "vggish": {**VGGISH_SMALL, "channels": list(VGGISH_SMALL["channels"])}}

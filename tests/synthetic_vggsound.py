@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cinefoley.data.vggsound import build_manifest
-from cinefoley.video import write_video
+from cinefoley.worlds.vggsound.manifest import build_manifest
+from cinefoley.media.video import write_video
 
 #: (YouTube ID, start, (H, W), split, label)
 CLIPS = [("land-scape", 1, (48, 64), "train", "dog barking"),

@@ -6,8 +6,8 @@ import pytest
 import torch
 from diff_foley_files import CLASSIFIER_SMALL, save_lightning_file, small_classifier
 
-from cinefoley.align_classifier import AlignmentClassifier, align_classifier_state_dict, load_align_classifier
-from cinefoley.checkpoints import KeyMismatchError
+from cinefoley.models.align_classifier import AlignmentClassifier, align_classifier_state_dict, load_align_classifier
+from cinefoley.models.checkpoints import KeyMismatchError
 from cinefoley.errors import CheckpointError
 
 

@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from threadpoolctl import threadpool_limits
 
-from cinefoley.audio import (mel_spectrogram, mel_spectrogram_torch, mel_to_audio_librosa, load_audio,
+from cinefoley.media.audio import (mel_spectrogram, mel_spectrogram_torch, mel_to_audio_librosa, load_audio,
                              n_mel_frames)
 from cinefoley.errors import MediaError
 

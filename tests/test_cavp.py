@@ -4,8 +4,8 @@ import pytest
 import torch
 from diff_foley_files import CAVP_SMALL, audio_branch_keys, save_cavp_file, small_cavp
 
-from cinefoley.checkpoints import KeyMismatchError
-from cinefoley.encoders.cavp import CAVPVideoEncoder, load_cavp, strip_module_prefix
+from cinefoley.models.checkpoints import KeyMismatchError
+from cinefoley.models.cavp import CAVPVideoEncoder, load_cavp, strip_module_prefix
 
 
 def test_full_size_layout_is_slowonly_r50_with_mmcv_names():
@@ -35,11 +35,14 @@ def test_strides_keep_time_and_reduce_space_32x():
     assert x.shape[1:] == (model.video_encoder.feat_dim, 5, 2, 2)
 
 
-def test_released_format_loads_and_reproduces_features(tmp_path):
+def test_released_format_loads_and_reproduces_features(tmp_path, caplog):
     source = small_cavp(seed=1)
     path = tmp_path / "cavp_epoch66.ckpt"
     save_cavp_file(source, path)
-    loaded = load_cavp(path, allow_audio_branch=True, **CAVP_SMALL)
+    with caplog.at_level("INFO", logger="cinefoley"):
+        loaded = load_cavp(path, **CAVP_SMALL)  # the obvious call accepts the released layout
+    assert "ignored 4 keys of its audio branch (logit_scale, spec_encoder)" in caplog.text
+    assert str(path) in caplog.text
     assert not loaded.training
     assert sorted(loaded.key_report.ignored) == sorted(audio_branch_keys())
     assert loaded.key_report.used == len(source.state_dict())
@@ -52,11 +55,11 @@ def test_released_format_loads_and_reproduces_features(tmp_path):
     torch.testing.assert_close(got.norm(dim=-1), torch.ones(2, 6))
 
 
-def test_audio_branch_is_an_error_unless_allowed(tmp_path):
+def test_audio_branch_is_an_error_when_refused(tmp_path):
     path = tmp_path / "cavp.ckpt"
     save_cavp_file(small_cavp(), path)
     with pytest.raises(KeyMismatchError, match=r"cavp\.ckpt.*4 unexpected keys: logit_scale, spec_encoder"):
-        load_cavp(path, **CAVP_SMALL)
+        load_cavp(path, allow_audio_branch=False, **CAVP_SMALL)
 
 
 @pytest.mark.parametrize(("edit", "message"), [

@@ -7,7 +7,9 @@ import pytest
 import torch
 from diff_foley_files import CAVP_SMALL, CLASSIFIER_SMALL, LDM_SMALL, write_released_folder
 
-from cinefoley.checkpoints import CheckpointError, check_checkpoints, read_state_dict, register
+from cinefoley.errors import CheckpointError
+from cinefoley.models.check import check_checkpoints, register
+from cinefoley.models.checkpoints import read_state_dict
 
 SMALL = {"cavp": CAVP_SMALL, "ldm": {"config": LDM_SMALL}, "eval_classifier": {"config": CLASSIFIER_SMALL}}
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cinefoley.data import clips
-from cinefoley.data.clips import load_split, read_manifest
-from cinefoley.video import load_video
+from cinefoley.media import clips
+from cinefoley.media.clips import load_split, read_manifest
+from cinefoley.media.video import load_video
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 from cinefoley.distill import (DistillConfig, cache_teacher_features, distill, distill_loss, load_features)
-from cinefoley.encoders.toy import ToyVideoEncoder, ToyVideoEncoderConfig
+from cinefoley.models.cinetoy.encoders import ToyVideoEncoder, ToyVideoEncoderConfig
 
 
 def small_teacher(seed=0):
@@ -53,8 +53,8 @@ def test_teacher_features_are_cached_once_in_diff_foley_layout(tmp_path):
 def test_k_zero_trains_on_unvaried_clips_only(tmp_path, monkeypatch):
     seen = []
     import cinefoley.distill as d
-    real = d._varied_batch
-    monkeypatch.setattr(d, "_varied_batch", lambda v, p, c: (seen.extend(p), real(v, p, c))[1])
+    real = d.apply_batch
+    monkeypatch.setattr(d, "apply_batch", lambda v, p: (seen.extend(p), real(v, p))[1])
     videos, ids = clips(8)
     distill(small_teacher(), videos, ids, tmp_path, DistillConfig(k=0.0, epochs=1, batch_size=4), progress=False)
     assert len(seen) == 8 and all(p is None for p in seen)
@@ -109,7 +109,7 @@ def test_naive_path_gives_the_same_training_signal(tmp_path):
     base = dict(epochs=1, batch_size=4, k=1.0)
     fast, _ = distill(small_teacher(), videos, ids, tmp_path / "a", DistillConfig(**base), progress=False)
     naive, _ = distill(small_teacher(), videos, ids, tmp_path / "b",
-                       DistillConfig(**base, teacher_targets="forward", batched_variations=False), progress=False)
+                       DistillConfig(**base), teacher_targets="forward", batched_variations=False, progress=False)
     for k, v in fast.state_dict().items():
         torch.testing.assert_close(v, naive.state_dict()[k], atol=2e-4, rtol=1e-3)
 

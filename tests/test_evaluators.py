@@ -4,11 +4,11 @@ import pytest
 import torch
 from synthetic_av import make_clips
 
-from cinefoley.evaluators import (AlignmentClassifier, AudioClassifier, EvaluatorTrainConfig,
+from cinefoley.models.cinetoy.referees import (AlignmentClassifier, AudioClassifier, EvaluatorTrainConfig,
                                   FrameEmbedder, alignment_accuracy, alignment_pairs,
                                   classification_accuracy, train_alignment_classifier,
                                   train_audio_classifier, train_frame_embedder)
-from cinefoley.model_io import load_model, save_model
+from cinefoley.models.model_io import load_model, save_model
 
 
 @pytest.fixture(scope="module")

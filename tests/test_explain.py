@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cinefoley.encoders.toy import ToyVideoEncoder, ToyVideoEncoderConfig
+from cinefoley.models.cinetoy.encoders import ToyVideoEncoder, ToyVideoEncoderConfig
 from cinefoley.explain import (FrameSimilarityTarget, attention_on_object, box_in_view, grad_cam, mass_in_box)
 
 

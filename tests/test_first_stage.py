@@ -1,11 +1,11 @@
-"""The closed-form first stage of CineToy's generator (cinefoley.first_stage.PatchPCA)."""
+"""The closed-form first stage of CineToy's generator (cinefoley.models.cinetoy.first_stage.PatchPCA)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from synthetic_av import make_clips
 
-from cinefoley.first_stage import PatchPCA
+from cinefoley.models.cinetoy.first_stage import PatchPCA
 
 
 @pytest.fixture(scope="module")

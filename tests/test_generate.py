@@ -8,7 +8,7 @@ from diffusers import UNet2DConditionModel
 from torch import nn
 
 import cinefoley.generate as gen
-from cinefoley.conditioning import VideoFeatEmbedder
+from cinefoley.models.conditioning import VideoFeatEmbedder
 from cinefoley.generate import (GenerationConfig, dpm_solver, generate_set, initial_noise, read_generated,
                                 sample_latents)
 

@@ -1,4 +1,4 @@
-"""The toy latent diffusion generator (cinefoley.generator)."""
+"""The toy latent diffusion generator (cinefoley.models.cinetoy.generator)."""
 
 import pytest
 import torch
@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from synthetic_av import make_clips
 
-from cinefoley.generator import (GeneratorTrainConfig, ToyLDM, ToyLDMConfig, diffusion_loss,
+from cinefoley.models.cinetoy.generator import (GeneratorTrainConfig, ToyLDM, ToyLDMConfig, diffusion_loss,
                                  train_generator)
-from cinefoley.model_io import load_model, save_model
+from cinefoley.models.model_io import load_model, save_model
 
 TINY = ToyLDMConfig(patch=16, latent_channels=8, block_out_channels=(32, 32), attention_heads=2, norm_num_groups=8)
 

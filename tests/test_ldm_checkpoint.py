@@ -7,9 +7,9 @@ import torch
 from diff_foley_files import LDM_SMALL, save_lightning_file, small_ldm
 from diffusers import DDPMScheduler
 
-from cinefoley.checkpoints import KeyMismatchError
+from cinefoley.models.checkpoints import KeyMismatchError
 from cinefoley.errors import CheckpointError
-from cinefoley.ldm import (
+from cinefoley.models.ldm import (
     NOISE_SCHEDULE,
     build_ldm,
     feature_windows,

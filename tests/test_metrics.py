@@ -10,7 +10,7 @@ import scipy.linalg
 import soundfile as sf
 from test_audio import single_threaded  # noqa: F401 (an autouse fixture)
 
-from cinefoley.audio import load_audio
+from cinefoley.media.audio import load_audio
 from cinefoley.metrics import (AudioFeatureExtractor, FeatureCache, align_acc, bootstrap_ci, content_key, fad, fd,
                                frechet_distance, inception_score, kid, kl, paired_bootstrap_diff)
 from cinefoley.metrics import scores
@@ -353,7 +353,7 @@ def test_kid_with_subsets_as_large_as_both_sets_equals_the_full_set_estimate():
 
 
 def test_first_per_clip_keeps_the_first_samples_of_every_clip_in_order():
-    from cinefoley.evaluate import Features
+    from cinefoley.metrics.evaluate import Features
 
     ids = np.array(["a", "a", "a", "b", "b", "b"])  # as read_generated returns them: by clip, then sample
     emb = np.arange(6, dtype=np.float32)[:, None]

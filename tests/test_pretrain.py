@@ -1,4 +1,4 @@
-"""CAVP-style pretraining of the toy teacher (cinefoley.pretrain), checked against its definitions."""
+"""CAVP-style pretraining of the toy teacher (cinefoley.models.cinetoy.pretrain), checked against its definitions."""
 
 import math
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from synthetic_av import make_clips
 
-from cinefoley.encoders.toy import ToyAudioEncoderConfig, ToyVideoEncoderConfig
-from cinefoley.pretrain import (PretrainConfig, pretrain, semantic_contrast, temporal_contrast,
+from cinefoley.models.cinetoy.encoders import ToyAudioEncoderConfig, ToyVideoEncoderConfig
+from cinefoley.models.cinetoy.pretrain import (PretrainConfig, pretrain, semantic_contrast, temporal_contrast,
                                 window_embeddings, window_starts)
 
 TINY = dict(batch_size=8, video=ToyVideoEncoderConfig(input_size=32, widths=(8, 16, 16, 16)),

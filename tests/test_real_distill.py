@@ -10,11 +10,11 @@ from diff_foley_files import CAVP_SMALL, save_cavp_file, small_cavp
 from synthetic_vggsound import clip_ids, write_vggsound
 
 from cinefoley.cli import main as cli_main
-from cinefoley.encoders.cavp import load_cavp, squash_resize
-from cinefoley.real_distill import StreamDistillConfig, VGGSoundDistillSet, distill_vggsound, stream_clips
-from cinefoley.real_tier import extract_features
+from cinefoley.models.cavp import load_cavp, squash_resize
+from cinefoley.worlds.vggsound.stream import StreamDistillConfig, VGGSoundDistillSet, distill_vggsound, stream_clips
+from cinefoley.worlds.vggsound.features import extract_features
 from cinefoley.variations import apply
-from cinefoley.video import load_video
+from cinefoley.media.video import load_video
 
 N_FRAMES = 6
 BROKEN = "wide_000004"  # decodes at feature extraction, truncated before distillation
@@ -68,7 +68,7 @@ def test_distillation_trains_skips_and_resumes_exactly(prepared, tmp_path):
     changed = [not torch.equal(a, b) for a, b in zip(student.state_dict().values(), teacher.state_dict().values())
                if a.is_floating_point()]
     assert any(changed)
-    skipped = pd.read_csv(tmp_path / "full" / "unreadable.csv").set_index("clip_id")
+    skipped = pd.read_csv(tmp_path / "full" / "unusable.csv").set_index("clip_id")
     assert sorted(skipped.index) == ["garbage_000005", BROKEN] and skipped.loc[BROKEN, "reason"]
     reloaded = load_cavp(tmp_path / "full" / "student_state.pt", **CAVP_SMALL)
     for a, b in zip(reloaded.state_dict().values(), student.state_dict().values()):
@@ -96,7 +96,7 @@ def test_missing_feature_is_an_error_naming_the_file(prepared, tmp_path):
 
 def test_cli_runs_a_step(prepared, tmp_path, capsys):
     root, manifest, _ = prepared
-    argv = ["distill-vggsound", "--manifest", str(manifest), "--features", str(root / "feats"), "--cavp",
+    argv = ["vggsound", "distill", "--manifest", str(manifest), "--features", str(root / "feats"), "--cavp",
             str(root / "cavp_epoch66.ckpt"), "--out", str(tmp_path / "run"), "--device", "cpu", "--workers", "1",
             "--batch-size", "2", "--n-frames", str(N_FRAMES), "--max-steps", "1",
             "--cavp-stage-blocks", *map(str, CAVP_SMALL["stage_blocks"]),

@@ -7,44 +7,20 @@ import librosa
 import numpy as np
 import pytest
 import torch
-from diff_foley_files import CLASSIFIER_SMALL, randomize_, save_lightning_file, small_classifier
+from diff_foley_files import (CLASSIFIER_SMALL, PANNS_SMALL, VGGISH_SMALL, randomize_, save_lightning_file,
+                              small_classifier, small_panns, small_vggish)
 
-from cinefoley.align_classifier import align_classifier_state_dict, load_align_classifier
-from cinefoley.checkpoints import KeyMismatchError, check_checkpoints, register
+from cinefoley.models.align_classifier import align_classifier_state_dict, load_align_classifier
 from cinefoley.errors import CheckpointError
 from cinefoley.metrics import FeatureCache, align_acc
-from cinefoley.metrics.real_extractors import (
-    PANNS_16K,
-    Cnn14,
-    PannsVGGishExtractor,
-    VGGish,
-    align_acc_probs,
-    load_panns,
-    load_vggish,
-    panns_input,
-    vggish_example_count,
-    vggish_examples,
-    vggish_frame_count,
-    vggish_log_mel,
-    vggish_mel_matrix,
-)
+from cinefoley.metrics.referees import PannsVGGishExtractor, align_acc_probs
+from cinefoley.models.check import check_checkpoints, register
+from cinefoley.models.checkpoints import KeyMismatchError
+from cinefoley.models.panns import PANNS_16K, Cnn14, load_panns, panns_input
+from cinefoley.models.vggish import (VGGish, load_vggish, vggish_example_count, vggish_examples, vggish_frame_count,
+                                     vggish_log_mel, vggish_mel_matrix)
 
 SR = 16000
-PANNS_SMALL = {"base_channels": 4}  # blocks 4 ... 128 wide: "2048" becomes 128-d
-VGGISH_SMALL = {"channels": (4, 8, 8, 8, 16, 16), "hidden": 32}
-
-
-def small_panns(seed: int = 0) -> Cnn14:
-    model = Cnn14(**PANNS_SMALL)
-    front = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("conv_real.weight",
-                                                                                 "conv_imag.weight", "melW"))}
-    randomize_(model, seed)
-    model.load_state_dict(front, strict=False)  # keep the STFT / mel buffers real, as in the released file
-    return model.eval()
-
-
-def small_vggish(seed: int = 0) -> VGGish:
-    return randomize_(VGGish(**VGGISH_SMALL), seed).eval()
 
 
 def signal(seconds: float, seed: int = 0) -> np.ndarray:

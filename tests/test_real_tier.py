@@ -1,6 +1,5 @@
 """VGGSound pipeline end to end on small real files: manifest -> VGG-CU/CM test sets -> CAVP features."""
 
-import argparse
 import csv
 import shutil
 from pathlib import Path
@@ -10,12 +9,14 @@ import pandas as pd
 import pytest
 from diff_foley_files import CAVP_SMALL, save_cavp_file, small_cavp
 
-from cinefoley import real_tier
-from cinefoley.data.testsets import load_params
-from cinefoley.data.vggsound import build_manifest
-from cinefoley.real_tier import clip_frames, extract_features, probe_video, register_real
+from cinefoley.testsets import load_params
+from cinefoley.worlds.vggsound.manifest import build_manifest
+from cinefoley.cli import main as cli_main
+from cinefoley.worlds.vggsound.features import extract_features
+from cinefoley.worlds.vggsound import testsets as vggsound_testsets
+from cinefoley.worlds.vggsound.testsets import build_vggsound_testsets, clip_frames, probe_video
 from cinefoley.variations import apply
-from cinefoley.video import load_video, write_video
+from cinefoley.media.video import load_video, write_video
 
 # (YouTube ID, start, (H, W)); 2.6 s at 8 fps gives 10 frames at 4 fps
 VIDEOS = [("land-scape", 1, (64, 96)), ("port_rait", 30, (96, 64)), ("square", 2, (80, 80))]
@@ -28,10 +29,7 @@ N_FRAMES = 10
 
 
 def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="cinefoley")
-    register_real(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    return cli_main(list(argv))
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +87,8 @@ def test_testsets_cache_frame_sizes_and_report_unreadable_videos(dataset, monkey
 
     # the headers are cached: a second run reads only the video that failed, and writes the same test sets
     probed = []
-    monkeypatch.setattr(real_tier, "probe_video", lambda path: probed.append(Path(path).name) or probe_video(path))
-    report = real_tier.build_vggsound_testsets(root / "manifest.csv", root / "again", seed=3)
+    monkeypatch.setattr(vggsound_testsets, "probe_video", lambda path: probed.append(Path(path).name) or probe_video(path))
+    report = build_vggsound_testsets(root / "manifest.csv", root / "again", seed=3)
     assert (report.clips, report.failed) == (4, 1) and probed == ["garbage_000005.mp4"]
     for k in ("cu", "cm"):
         assert (root / "again" / f"test_{k}.csv").read_text() == (root / "testsets" / f"test_{k}.csv").read_text()
@@ -102,7 +100,7 @@ def test_features_layout_values_and_resume(dataset, tmp_path):
     root, cavp = dataset
     out = tmp_path / "feats"
     sets = root / "testsets"
-    argv = ["features", "--manifest", str(sets / "test_original.csv"), "--variation-manifest",
+    argv = ["vggsound", "features", "--manifest", str(sets / "test_original.csv"), "--variation-manifest",
             str(sets / "test_cu.csv"), str(sets / "test_cm.csv"), "--cavp", str(root / "cavp_epoch66.ckpt"),
             "--cavp-stage-blocks", *map(str, CAVP_SMALL["stage_blocks"]),
             "--cavp-base-channels", str(CAVP_SMALL["base_channels"]), "--out", str(out), "--device", "cpu",

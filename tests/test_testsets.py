@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cinefoley.data.clips import read_manifest
-from cinefoley.data.testsets import load_params, variation_testset, write_testsets
-from cinefoley.data.toyworld import WorldConfig, build_world
+from cinefoley.media.clips import read_manifest
+from cinefoley.testsets import load_params, variation_testset, write_testsets
+from cinefoley.worlds.cinetoy.render import WorldConfig, build_world
 from cinefoley.variations import params_for_clip
 
 

@@ -1,12 +1,12 @@
-"""The toy CAVP towers (cinefoley.encoders.toy) and the model files (cinefoley.model_io)."""
+"""The toy CAVP towers (cinefoley.models.cinetoy.encoders) and the model files (cinefoley.models.model_io)."""
 
 import pytest
 import torch
 
-from cinefoley.encoders.toy import (ToyAudioEncoder, ToyAudioEncoderConfig, ToyVideoEncoder,
+from cinefoley.models.cinetoy.encoders import (ToyAudioEncoder, ToyAudioEncoderConfig, ToyVideoEncoder,
                                     ToyVideoEncoderConfig)
 from cinefoley.errors import CheckpointError
-from cinefoley.model_io import load_model, save_model
+from cinefoley.models.model_io import load_model, save_model
 
 SMALL_VIDEO = ToyVideoEncoderConfig(input_size=32, widths=(8, 16, 16, 16))
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from cinefoley.data import toyworld
-from cinefoley.data.toyworld import (CLASSES, SAMPLE_RATE, WorldConfig, build_world, loader_frame_times,
+from cinefoley.worlds.cinetoy import render as toyworld
+from cinefoley.worlds.cinetoy.render import (CLASSES, SAMPLE_RATE, WorldConfig, build_world, loader_frame_times,
                                      object_box, plan_clip, render_frame)
-from cinefoley.video import load_video
+from cinefoley.media.video import load_video
 
 
 @pytest.fixture(scope="module")

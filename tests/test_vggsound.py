@@ -1,17 +1,16 @@
 """VGGSound manifests: the real test list, the official 4-column format, missing videos, bad rows."""
 
-import argparse
 import csv
 from pathlib import Path
 
 import pytest
 
-from cinefoley.data.vggsound import (
+from cinefoley.worlds.vggsound.manifest import (
     build_manifest,
     parse_clip_name,
     read_vggsound_csv,
-    register_vggsound,
 )
+from cinefoley.cli import main as cli_main
 from cinefoley.errors import MediaError
 
 # the public test split beside the checkout (../shared/), never copied into the repo
@@ -117,15 +116,12 @@ def test_manifest_lists_found_videos_and_reports_missing(tmp_path):
 
 
 def test_cli_builds_the_manifest_and_a_missing_folder_is_an_error(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="cinefoley")
-    register_vggsound(parser.add_subparsers(dest="command"))
     csv_path = tmp_path / "test.csv"
     csv_path.write_text('abc_000001.mp4,dog\n"x_y_000002.mp4","bird chirping, tweeting"\n')
     (tmp_path / "v").mkdir()
     (tmp_path / "v" / "x_y_000002.mp4").touch()
-    args = parser.parse_args(["vggsound", "manifest", "--csv", str(csv_path), "--video-dir", str(tmp_path / "v"),
-                              "--out", str(tmp_path / "m.csv")])
-    assert args.func(args) == 0
+    assert cli_main(["vggsound", "manifest", "--csv", str(csv_path), "--video-dir", str(tmp_path / "v"),
+                     "--out", str(tmp_path / "m.csv")]) == 0
     assert "2 clips: 1 videos found" in capsys.readouterr().out
     assert [r["label"] for r in _rows(tmp_path / "m.csv")] == ["bird chirping, tweeting"]
     with pytest.raises(MediaError, match="video folder not found"):

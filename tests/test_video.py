@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from cinefoley.audio import load_audio
+from cinefoley.media.audio import load_audio
 from cinefoley.errors import MediaError
-from cinefoley.video import load_video, resize, sample_indices, write_video
+from cinefoley.media.video import load_video, resize, sample_indices, write_video
 
 BITS = 8  # frame k shows k in binary as 8 black/white vertical stripes (survives compression)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_audio import broadband_clip, single_threaded  # noqa: F401 (an autouse fixture)
 
-from cinefoley.audio import denormalise_mel, mel_spectrogram, mel_spectrogram_torch, mel_to_audio_librosa
-from cinefoley.vocoder import GriffinLimVocoder, mel_to_audio, mel_to_magnitude, spectral_convergence
+from cinefoley.media.audio import denormalise_mel, mel_spectrogram, mel_spectrogram_torch, mel_to_audio_librosa
+from cinefoley.media.vocoder import GriffinLimVocoder, mel_to_audio, mel_to_magnitude, spectral_convergence
 
 
 @pytest.fixture(scope="module")

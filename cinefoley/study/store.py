@@ -15,10 +15,17 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from cinefoley.study.design import Trial
+
+class Trial(Protocol):
+    """What a vote records of a trial (:class:`cinefoley.study.design.Trial` has these fields)."""
+
+    index: int
+    kind: str
+    item: str
+    a: str
+    b: str
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (
@@ -72,7 +79,7 @@ class VoteStore:
             raise
         self._db.execute("COMMIT")
 
-    def record(self, participant: str, trial: "Trial", choice: str, response_s: float | None = None) -> bool:
+    def record(self, participant: str, trial: Trial, choice: str, response_s: float | None = None) -> bool:
         """Commit one vote; ``False`` when this participant had already voted on this trial."""
         if choice not in ("A", "B"):
             raise ValueError(f"choice must be 'A' or 'B', got {choice!r}")

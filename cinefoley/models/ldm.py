@@ -2,7 +2,7 @@
 
 The checkpoint is a CompVis/Lightning ``LatentDiffusion``: ``model.diffusion_model.*`` (an SD-v1 UNet,
 context 768), ``first_stage_model.*`` (the SD AutoencoderKL), ``cond_stage_model.*`` (the conditioning
-embedder, :class:`~cinefoley.conditioning.VideoFeatEmbedder`) and the noise-schedule buffers. The UNet
+embedder, :class:`~cinefoley.models.conditioning.VideoFeatEmbedder`) and the noise-schedule buffers. The UNet
 and VAE are converted with diffusers' single-file utilities
 (``diffusers.loaders.single_file_utils``) into ``UNet2DConditionModel`` and ``AutoencoderKL``.
 
@@ -14,7 +14,7 @@ latent 4 x 16 x 64). The unconditional context of the released sampler is zeros 
 embedder; training dropped the raw features to zeros *before* it (both available).
 
 Loading checks every key: missing, unexpected or mis-shaped ones raise
-:class:`~cinefoley.checkpoints.KeyMismatchError`, and schedule buffers in the file must equal the
+:class:`~cinefoley.models.checkpoints.KeyMismatchError`, and schedule buffers in the file must equal the
 schedule built here. :func:`ldm_state_dict` writes a model back in the original key layout.
 """
 
@@ -37,7 +37,7 @@ from diffusers.loaders.single_file_utils import (
 )
 from torch import nn
 
-from cinefoley.checkpoints import (
+from cinefoley.models.checkpoints import (
     KeyReport,
     StateDictSource,
     compare_keys,
@@ -45,7 +45,7 @@ from cinefoley.checkpoints import (
     require,
     source_name,
 )
-from cinefoley.conditioning import VideoFeatEmbedder
+from cinefoley.models.conditioning import VideoFeatEmbedder
 from cinefoley.errors import CheckpointError
 
 #: Video frames per LDM window (8.192 s at 4 fps); the latent of a window is 4 x 16 x 64.

@@ -41,7 +41,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from cinefoley.utils import atomic_write_bytes, atomic_write_json, stable_hash
-from cinefoley.video import write_video
+from cinefoley.media.video import write_video
 
 SAMPLE_RATE = 16000
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")

@@ -1,10 +1,10 @@
 """Evaluate generated audio: the six metrics of Table 1 with bootstrap intervals over test videos.
 
 FAD (frame embeddings), FD and KID (clip embeddings), KL(ref‖gen) paired per clip, IS (10 splits)
-and Align Acc, as in :mod:`cinefoley.metrics`. Features come from an
-:class:`~cinefoley.metrics.AudioFeatureExtractor` (CineToy's evaluation networks here; PANNs/VGGish on
-the real tier) through a content-keyed cache. KID is reported in units of 10⁻³ and Align Acc in %,
-as the paper's tables do.
+and Align Acc, as in :mod:`cinefoley.metrics`. Features come from a world's
+:class:`~cinefoley.metrics.referees.Referees` (CineToy's evaluation networks, or PANNs / VGGish and
+Diff-Foley's classifier) through a content-keyed cache. KID is reported in units of 10⁻³ and Align
+Acc in %, as the paper's tables do. :class:`Scoreboard` gives a world's Tables 1, 3, 4 and Figure 5.
 
 Align Acc judges a generated sound against the features of the *original* (full-frame) test clip,
 for every test set: the classifier is the referee of whether the sound matches the events that
@@ -23,44 +23,14 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
-from cinefoley.audio import mel_spectrogram
 from cinefoley.metrics import (AudioFeatureExtractor, Interval, align_acc, fad, fd, inception_score, kid, kl,
                                resampled_indices)
+from cinefoley.distill import MAIN_RUN
+from cinefoley.testsets import TEST_SETS
 from cinefoley.utils import atomic_write_text
 
 METRICS = ("FAD", "FD", "KID", "KL", "IS", "AlignAcc")
 LOWER_IS_BETTER = {"FAD": True, "FD": True, "KID": True, "KL": True, "IS": False, "AlignAcc": False}
-
-
-class CineToyExtractor(AudioFeatureExtractor):
-    """CineToy's evaluation networks behind the extractor interface (mel front end inside)."""
-
-    name = "cinetoy-evaluators"
-    sample_rate = 16000
-
-    def __init__(self, audio_classifier, frame_embedder, version: str, batch_size: int = 64):
-        self.audio_classifier = audio_classifier.eval()
-        self.frame_embedder = frame_embedder.eval()
-        self.version = version
-        self.batch_size = batch_size
-
-    def _mels(self, wavs: Sequence[np.ndarray]):
-        for i in range(0, len(wavs), self.batch_size):
-            chunk = [np.asarray(w, dtype=np.float32) for w in wavs[i:i + self.batch_size]]
-            n = min(len(w) for w in chunk)  # a batch shares one length; generated and real differ by < 1 frame
-            yield torch.from_numpy(mel_spectrogram(np.stack([w[:n] for w in chunk])))
-
-    @torch.no_grad()
-    def clip_embeddings(self, wavs):
-        return np.concatenate([self.audio_classifier.embed(m).numpy() for m in self._mels(wavs)])
-
-    @torch.no_grad()
-    def logits(self, wavs):
-        return np.concatenate([self.audio_classifier(m).numpy() for m in self._mels(wavs)])
-
-    @torch.no_grad()
-    def frame_embeddings(self, wavs):
-        return [e for m in self._mels(wavs) for e in self.frame_embedder.embed(m).numpy()]
 
 
 @dataclass
@@ -86,15 +56,6 @@ class Features:
 def extract(extractor: AudioFeatureExtractor, clip_ids: Sequence[str], wavs: Sequence[np.ndarray]) -> Features:
     return Features(np.asarray(clip_ids), extractor.clip_embeddings(wavs), extractor.logits(wavs),
                     extractor.frame_embeddings(wavs))
-
-
-@torch.no_grad()
-def alignment_probs(classifier, mels: np.ndarray, feats: torch.Tensor, batch_size: int = 128) -> np.ndarray:
-    """p(aligned) of generated mels (n, 128, N) against video features (n, T, 512)."""
-    classifier.eval()
-    out = [torch.sigmoid(classifier(torch.from_numpy(np.asarray(mels[i:i + batch_size], dtype=np.float32)),
-                                    feats[i:i + batch_size])).numpy() for i in range(0, len(mels), batch_size)]
-    return np.concatenate(out)
 
 
 def _reference_rows(gen: Features, ref: Features) -> np.ndarray:
@@ -194,3 +155,78 @@ def effect_directions(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"test_set": ts, **{m: bool((ours[m] < base[m]) if LOWER_IS_BETTER[m] else (ours[m] > base[m]))
                                           for m in METRICS}})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# a world's tables
+
+class Scoreboard:
+    """Tables 1, 3, 4 and Figure 5 of a world (:class:`cinefoley.worlds.base.World`).
+
+    The referees' features of the real test audio and of every generated (system, test set) are
+    extracted once; Align Acc judges each generated sound against the teacher's features of the
+    *original* clip (the window the generator used). Generated clips without readable reference audio
+    are left out of every table (listed in ``left_out``).
+    """
+
+    def __init__(self, world, *, n_boot: int | None = None, seed: int | None = None):
+        self.world = world
+        self.n_boot = n_boot or world.settings.n_boot
+        self.seed = world.seed if seed is None else seed
+        self.referees = world.referees
+        wavs = world.reference_audio()
+        self.reference = extract(self.referees.extractor, list(wavs), list(wavs.values()))
+        self.video_feats, _ = world.window(world.features("baseline", "original"))
+        self.left_out = list(getattr(world, "reference_left_out", []))
+        self._features: dict[tuple[str, str], Features] = {}
+        self._scored: dict[tuple, dict[str, Interval]] = {}
+
+    def features(self, system: str, kind: str) -> Features:
+        """The referees' view of everything ``system`` generated on ``kind`` (cached)."""
+        if (system, kind) not in self._features:
+            gen = self.world.generated(system, kind)
+            keep = np.flatnonzero(np.isin(gen["clip_id"], self.reference.clip_ids))
+            gen = {k: v[keep] for k, v in gen.items()}
+            feats = extract(self.referees.extractor, gen["clip_id"], list(gen["wav"]))
+            feats.align_prob = self.referees.align_prob(
+                gen["mel"].astype(np.float32), torch.stack([self.video_feats[c] for c in gen["clip_id"]]))
+            self._features[(system, kind)] = feats
+        return self._features[(system, kind)]
+
+    def scored(self, system: str, kind: str, *, first_per_clip: int | None = None,
+               n_boot: int | None = None) -> dict[str, Interval]:
+        key = (system, kind, first_per_clip, n_boot or self.n_boot)
+        if key not in self._scored:
+            feats = self.features(system, kind)
+            if first_per_clip is not None:
+                feats = feats.first_per_clip(first_per_clip)
+            self._scored[key] = score_with_intervals(feats, self.reference, n_boot=key[3], seed=self.seed)
+        return self._scored[key]
+
+    def table1(self, ours: str = MAIN_RUN) -> pd.DataFrame:
+        """Table 1: baseline and ours on every test set, each metric with its 95 % interval."""
+        return intervals_table({(kind, label): self.scored(system, kind) for kind in TEST_SETS
+                                for label, system in (("baseline", "baseline"), ("ours", ours))})
+
+    def paired(self, ours: str = MAIN_RUN) -> pd.DataFrame:
+        """ours − baseline per test set and metric, with paired-bootstrap 95 % intervals."""
+        return intervals_table({(kind, "ours-baseline"): paired_differences(
+            self.features("baseline", kind), self.features(ours, kind), self.reference, n_boot=self.n_boot,
+            seed=self.seed) for kind in TEST_SETS})
+
+    def ablation(self, runs: Sequence[str]) -> pd.DataFrame | None:
+        """Table 3 or 4: the students of ``runs`` that exist, each scored on the same number of sounds
+        per clip (the ablation students' count), with a third of the bootstrap resamples. None when
+        fewer than two of them exist."""
+        have = [r for r in runs if r in self.world.systems()]
+        if len(have) < 2:
+            return None
+        n = self.world.settings.ablation_samples_per_clip
+        return intervals_table({(kind, r): self.scored(r, kind, first_per_clip=n, n_boot=max(20, self.n_boot // 3))
+                                for kind in TEST_SETS for r in have}, index_names=("test_set", "training"))
+
+    def per_class_gain(self, kind: str = "cu", ours: str = MAIN_RUN) -> pd.DataFrame:
+        """Figure 5: Align Acc of each class on ``kind``, baseline and ours, sorted by the gain."""
+        rows = self.world.test_sets()["original"]
+        labels = dict(zip(rows["clip_id"].astype(str), rows["label"].astype(str)))
+        return per_class_align_gain(self.features("baseline", kind), self.features(ours, kind), labels)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from cinefoley.errors import MediaError
 from cinefoley.utils import atomic_savez, atomic_write_json
-from cinefoley.video import load_video
+from cinefoley.media.video import load_video
 
 MEL_FRAMES_PER_VIDEO_FRAME = 16  # hop 256 at 16 kHz against 4 fps
 
@@ -65,7 +65,7 @@ class ClipTensors:
 def load_clip(df: pd.DataFrame, row: pd.Series, *, n_frames: int, size: int,
               fps: float = 4.0) -> tuple[torch.Tensor, np.ndarray]:
     """(frames uint8 (T, 3, size, size), mel (128, 16·T)) of one manifest row."""
-    from cinefoley.audio import load_audio, mel_spectrogram
+    from cinefoley.media.audio import load_audio, mel_spectrogram
 
     video_path = resolve(df, row["video_path"])
     video = load_video(video_path, fps=fps, n_frames=n_frames, size=size,

@@ -18,6 +18,7 @@ reproduced here on purpose.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import torch
@@ -25,7 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import resize
 
-from cinefoley.checkpoints import KeyReport, StateDictSource, compare_keys, read_state_dict, require
+from cinefoley.models.checkpoints import (KeyReport, StateDictSource, compare_keys, read_state_dict, require,
+                                          source_name)
+
+log = logging.getLogger("cinefoley")
 
 #: Frames per forward pass in Diff-Foley's feature extraction ("batch_size = 40 # Don't change it").
 CHUNK_FRAMES = 40
@@ -115,6 +119,11 @@ class CAVPVideoEncoder(nn.Module):
         self.video_project_head = nn.Linear(self.video_encoder.feat_dim, embed_dim)
         self.key_report: KeyReport | None = None
 
+    @property
+    def cam_layer(self) -> nn.Module:
+        """SlowOnly's last stage, (B, 2048, T, 7, 7) at 224 px: Grad-CAM's target layer (Figure 6)."""
+        return self.video_encoder.layer4
+
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """Diff-Foley's ``encode_video(normalize=True, pool=False)``: (B, T, 3, H, W) in [0, 1] -> (B, T, 512)."""
         feat = self.video_encoder(video.permute(0, 2, 1, 3, 4)).transpose(1, 2)
@@ -165,15 +174,17 @@ def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     return out
 
 
-def load_cavp(source: StateDictSource, *, allow_audio_branch: bool = False,
+def load_cavp(source: StateDictSource, *, allow_audio_branch: bool = True,
               stage_blocks: tuple[int, ...] = (3, 4, 6, 3), base_channels: int = 64,
               embed_dim: int = 512) -> CAVPVideoEncoder:
     """A :class:`CAVPVideoEncoder` (in eval mode) from a ``cavp_epoch66.ckpt``-format file or state dict.
 
     Every key must be used: missing, unexpected or mis-shaped keys raise
-    :class:`~cinefoley.checkpoints.KeyMismatchError` naming the file. The released file also holds the
-    audio branch (``spec_encoder.*``, ``logit_scale``); ``allow_audio_branch=True`` ignores those keys
-    (they are listed in ``model.key_report.ignored``).
+    :class:`~cinefoley.models.checkpoints.KeyMismatchError` naming the file. The released file also holds the
+    audio branch (``spec_encoder.*``, ``spec_project_head.*``, ``logit_scale``), which the video features do
+    not use: by default those keys are ignored, listed in ``model.key_report.ignored`` and reported once
+    on the ``cinefoley`` logger; ``allow_audio_branch=False`` refuses them (a video-only file, e.g. a
+    student written by the distillation, has none).
     """
     state = strip_module_prefix(read_state_dict(source))
     model = CAVPVideoEncoder(stage_blocks, base_channels, embed_dim)
@@ -182,4 +193,8 @@ def load_cavp(source: StateDictSource, *, allow_audio_branch: bool = False,
     require(report, source, "CAVP's video encoder")
     model.load_state_dict({k: state[k] for k in expected})
     model.key_report = report
+    if report.ignored:
+        log.info("%s: loaded CAVP's video encoder (%d tensors); ignored %d keys of its audio branch (%s)",
+                 source_name(source), report.used, len(report.ignored), ", ".join(sorted(
+                     {k.split(".")[0] for k in report.ignored})))
     return model.eval()

@@ -1,7 +1,7 @@
 """Diff-Foley's vocoder (NNLS mel inversion + Griffin-Lim), batched in torch on any device.
 
 Diff-Foley has no neural vocoder: a generated mel goes back to audio through
-``librosa.feature.inverse.mel_to_stft`` and ``librosa.griffinlim`` (:func:`cinefoley.audio.
+``librosa.feature.inverse.mel_to_stft`` and ``librosa.griffinlim`` (:func:`cinefoley.media.audio.
 mel_to_audio_librosa`), 1.5-4 s per 8.2-s clip on one CPU core. :class:`GriffinLimVocoder` runs the
 same computation on a whole batch at once, on the device of its input:
 
@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from cinefoley.audio import HOP_LENGTH, N_FFT, N_MELS, PAD_MODE, denormalise_mel, mel_basis, mel_to_audio_librosa
+from cinefoley.media.audio import HOP_LENGTH, N_FFT, N_MELS, PAD_MODE, denormalise_mel, mel_basis, mel_to_audio_librosa
 
 N_FREQ = N_FFT // 2 + 1
 
@@ -130,7 +130,7 @@ def mel_to_audio(mels, backend: str = "torch", *, n_iter: int = 32, seed: int = 
     """Mels ``(128, N)`` or ``(B, 128, N)`` -> float32 audio ``((N - 1) * 256,)`` or ``(B, ...)``.
 
     ``backend="torch"`` uses :class:`GriffinLimVocoder` (batched, on ``device``); ``"librosa"``
-    runs :func:`cinefoley.audio.mel_to_audio_librosa` clip by clip (the reference).
+    runs :func:`cinefoley.media.audio.mel_to_audio_librosa` clip by clip (the reference).
     """
     single = np.ndim(mels) == 2
     if backend == "torch":

@@ -12,7 +12,7 @@ What is kept from Diff-Foley's LDM (``Stage2_LDM.yaml``):
 
 What differs, and why: the first stage is not a trained KL autoencoder (minutes of 2-core CPU
 training on its own, and it blurs the tones it must reconstruct) but a closed-form one,
-:class:`cinefoley.first_stage.PatchPCA`: 8 x 8 mel patches projected on their 16 leading principal
+:class:`cinefoley.models.cinetoy.first_stage.PatchPCA`: 8 x 8 mel patches projected on their 16 leading principal
 components and scaled to unit std (LDM's ``scale_by_std``), fitted on the training mels by
 ``train_generator``. That gives the UNet a 16 x 16 x N/8 latent, like Diff-Foley's 4 x 16 x 64 latent of
 a 128 x 512 mel, with fewer channels than the UNet is wide. And the features are centred and scaled
@@ -34,9 +34,9 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 from tqdm.auto import tqdm
 
-from cinefoley.conditioning import VideoFeatEmbedder
-from cinefoley.first_stage import PatchPCA
-from cinefoley.ldm import NOISE_SCHEDULE
+from cinefoley.models.conditioning import VideoFeatEmbedder
+from cinefoley.models.cinetoy.first_stage import PatchPCA
+from cinefoley.models.ldm import NOISE_SCHEDULE
 from cinefoley.utils import seed_everything
 
 

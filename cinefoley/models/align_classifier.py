@@ -2,7 +2,7 @@
 
 ``Alignment_Classifier_metric`` scores whether a mel matches a video: the mel (repeated to 3 channels)
 goes through its own AutoencoderKL (``first_stage_model.*``), ``z = 0.18215 · sample``; the CAVP features
-(B, T, 512) through a :class:`~cinefoley.conditioning.VideoFeatEmbedder` 512 -> 512 with 40 positions
+(B, T, 512) through a :class:`~cinefoley.models.conditioning.VideoFeatEmbedder` 512 -> 512 with 40 positions
 (``cond_model.*``); then ``Classifier_Backbone`` (``model.*``) at t = 0 gives P(aligned). Align Acc is the
 fraction of generated clips with P >= 0.5 (evaluation/align_acc.py: ``round(p) == 1``).
 
@@ -25,9 +25,9 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2DCrossAttn, get_down_block
 from torch import nn
 
-from cinefoley.checkpoints import KeyReport, StateDictSource, compare_keys, read_state_dict, require
-from cinefoley.conditioning import VideoFeatEmbedder
-from cinefoley.ldm import (
+from cinefoley.models.checkpoints import KeyReport, StateDictSource, compare_keys, read_state_dict, require
+from cinefoley.models.conditioning import VideoFeatEmbedder
+from cinefoley.models.ldm import (
     assign_weights,
     build_vae,
     check_schedule,

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cinefoley.encoders.toy import mel_trunk
+from cinefoley.models.cinetoy.encoders import mel_trunk
 from cinefoley.utils import seed_everything
 
 VGGISH_FRAME_SECONDS = 0.96

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cinefoley.encoders.toy import (ToyAudioEncoder, ToyAudioEncoderConfig, ToyVideoEncoder,
+from cinefoley.models.cinetoy.encoders import (ToyAudioEncoder, ToyAudioEncoderConfig, ToyVideoEncoder,
                                     ToyVideoEncoderConfig)
 from cinefoley.utils import seed_everything
 

@@ -13,7 +13,7 @@ Videos are looked up recursively under a folder by file stem: ``<clip id>.<ext>`
 start) is a 10-s clip already cut at the start (``start_s`` 0), ``<YouTube ID>.<ext>`` a full-length
 download (``start_s`` = the VGGSound start). Clips without a video are listed in ``<out>_missing.csv``.
 
-Manifest columns (the package's manifest convention, see :mod:`cinefoley.data.clips`): ``clip_id, split,
+Manifest columns (the package's manifest convention, see :mod:`cinefoley.media.clips`): ``clip_id, split,
 video_path, audio_path, label, start_s, youtube_id, youtube_start_s``. ``video_path`` is relative to the
 manifest's folder when the video lies inside it, otherwise absolute, so ``manifest_dir / video_path``
 resolves both. ``audio_path`` is empty: the sound is read from the video. ``start_s`` is the offset
@@ -22,15 +22,16 @@ resolves both. ``audio_path`` is empty: the sound is read from the video. ``star
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from cinefoley.errors import MediaError
-from cinefoley.utils import atomic_write_text
+from cinefoley.utils import atomic_write_bytes, atomic_write_text
 
 SPLITS = ("train", "test")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
@@ -198,24 +199,35 @@ def _csv_text(header: tuple[str, ...], rows: list[list]) -> str:
     return buf.getvalue()
 
 
-def register_vggsound(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``vggsound manifest --csv CSV --video-dir DIR --out MANIFEST [--split S] [--format F]``.
+# ----------------------------------------------------------------------------------------------
+# reading a manifest back (every column as text, so ids are written back exactly as read)
 
-    Sets ``func`` (``args -> exit code``) on the ``manifest`` sub-command.
-    """
-    p = subparsers.add_parser("vggsound", help="VGGSound tools")
-    sub = p.add_subparsers(dest="vggsound_command", required=True)
-    m = sub.add_parser("manifest", help="build a manifest of the VGGSound clips whose videos you have",
-                       description=build_manifest.__doc__.splitlines()[0])
-    m.add_argument("--csv", required=True, help="vggsound.csv or a split list such as test.csv")
-    m.add_argument("--video-dir", required=True, help="folder searched (recursively) for the videos")
-    m.add_argument("--out", required=True, help="manifest CSV to write")
-    m.add_argument("--split", choices=SPLITS, help="keep only this split (official file) / the list's split")
-    m.add_argument("--format", dest="fmt", choices=("auto", "official", "list"), default="auto")
-    m.set_defaults(func=_run_manifest)
-    return p
+#: 4-fps frames, Diff-Foley's rate; a 10-s clip gives its stored feature length of 40 (the LDM window is 32).
+FPS = 4.0
+MAX_FRAMES = 40
+UNREADABLE_COLUMNS = ("clip_id", "video_path", "reason")
 
 
-def _run_manifest(args: argparse.Namespace) -> int:
-    print(build_manifest(args.csv, args.video_dir, args.out, split=args.split, fmt=args.fmt))
-    return 0
+def resolve_path(root: Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else root / p
+
+
+def start_of(row) -> float:
+    value = row.get("start_s", "")  # manifests are read as text here
+    return float(value) if value else 0.0
+
+
+def read_rows(path: Path) -> tuple[pd.DataFrame, Path]:
+    """A manifest with every column as text (ids are written back exactly as read), and its folder."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"clip_id", "video_path"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: manifest lacks columns {sorted(missing)}")
+    return df, path.parent.resolve()
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> Path:
+    return atomic_write_bytes(path, df.to_csv(index=False).encode())

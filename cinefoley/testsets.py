@@ -18,6 +18,8 @@ import pandas as pd
 from cinefoley.utils import atomic_write_bytes
 from cinefoley.variations import VariationParams, params_for_clip, visible_fraction
 
+#: The paper's three test sets: the clips as they are (VGGSound), close-ups (VGG-CU), camera moves (VGG-CM).
+TEST_SETS = ("original", "cu", "cm")
 KIND_NAMES = {"cu": "close_up", "cm": "camera_move"}
 
 

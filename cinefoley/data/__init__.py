@@ -1,1 +1,0 @@
-"""Data: manifests, the CineToy world, clip loading and test sets."""

@@ -1,0 +1,135 @@
+"""``cinefoley vggsound ...``: the real tier's steps as commands, for runs outside the notebooks.
+
+``manifest`` (the clips of the CSV whose videos you have), ``testsets`` (VGGSound / VGG-CU / VGG-CM
+manifests), ``features`` (CAVP features once per clip) and ``distill`` (streamed self-distillation).
+Heavy modules are imported when a command runs, so ``cinefoley --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cinefoley.worlds.vggsound.manifest import MAX_FRAMES, SPLITS
+
+
+def _cavp_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cavp", required=True, help="a cavp_epoch66.ckpt-format file")
+    p.add_argument("--cavp-stage-blocks", type=int, nargs=4, default=(3, 4, 6, 3), metavar="N",
+                   help="SlowOnly blocks per stage (3 4 6 3 = the released R50)")
+    p.add_argument("--cavp-base-channels", type=int, default=64, help="SlowOnly stem width (64 = released)")
+
+
+def _device_default() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``vggsound {manifest,testsets,features,distill}``."""
+    p = subparsers.add_parser("vggsound", help="the real tier: VGGSound manifests, VGG-CU/CM, features, distillation")
+    sub = p.add_subparsers(dest="vggsound_command", required=True)
+
+    m = sub.add_parser("manifest", help="build a manifest of the VGGSound clips whose videos you have")
+    m.add_argument("--csv", required=True, help="vggsound.csv or a split list such as test.csv")
+    m.add_argument("--video-dir", required=True, help="folder searched (recursively) for the videos")
+    m.add_argument("--out", required=True, help="manifest CSV to write")
+    m.add_argument("--split", choices=SPLITS, help="keep only this split (official file) / the list's split")
+    m.add_argument("--format", dest="fmt", choices=("auto", "official", "list"), default="auto")
+    m.set_defaults(func=_run_manifest)
+
+    t = sub.add_parser("testsets", help="write the VGGSound / VGG-CU / VGG-CM test manifests")
+    t.add_argument("--manifest", required=True, help="manifest from `cinefoley vggsound manifest` (frame sizes "
+                                                     "are cached into it)")
+    t.add_argument("--out", required=True, help="folder for <split>_original/_cu/_cm.csv")
+    t.add_argument("--split", choices=SPLITS, default="test")
+    t.add_argument("--seed", type=int, default=0, help="seed of the per-clip variation hash")
+    t.add_argument("--a1", type=float, default=0.4, help="smallest crop ratio")
+    t.add_argument("--a2", type=float, default=0.6, help="largest crop ratio")
+    t.add_argument("--max-frames", type=int, default=MAX_FRAMES, help="4-fps frames per clip at most")
+    t.set_defaults(func=_run_testsets)
+
+    f = sub.add_parser("features", help="extract CAVP features once per clip (Diff-Foley's .npz layout)")
+    f.add_argument("--manifest", required=True, help="clips to encode as they are (any manifest)")
+    f.add_argument("--variation-manifest", nargs="+", default=[], metavar="MANIFEST",
+                   help="CU/CM test manifests: their varied clips go to OUT/<variation>/")
+    _cavp_arguments(f)
+    f.add_argument("--out", required=True, help="feature folder (<clip_id>.npz, key feat)")
+    f.add_argument("--device", help="where CAVP runs (default: cuda when available, else cpu)")
+    f.add_argument("--max-frames", type=int, default=MAX_FRAMES,
+                   help="4-fps frames per clip at most, for manifests without n_frames")
+    f.add_argument("--workers", type=int, default=4, help="videos decoded ahead of the encoder")
+    f.set_defaults(func=_run_features)
+
+    d = sub.add_parser("distill", help="self-distil CAVP on VGGSound, decoding clips as it goes")
+    d.add_argument("--manifest", required=True, help="manifest from `cinefoley vggsound manifest`")
+    d.add_argument("--features", required=True, help="teacher features c_t from `cinefoley vggsound features`")
+    _cavp_arguments(d)
+    d.add_argument("--out", required=True, help="run folder (checkpoint.pt, student_state.pt, distill.json)")
+    d.add_argument("--split", default="train", help="manifest rows to train on ('all' for every row)")
+    d.add_argument("--variation", choices=("cu", "cm", "cu&cm"), default="cu")
+    d.add_argument("--k", type=float, default=0.75, help="share of clips that get a variation")
+    d.add_argument("--a1", type=float, default=0.4)
+    d.add_argument("--a2", type=float, default=0.6)
+    d.add_argument("--epochs", type=int, default=25)
+    d.add_argument("--batch-size", type=int, default=32, help="the global batch, over all ranks")
+    d.add_argument("--lr", type=float, default=5e-4)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--n-frames", type=int, default=MAX_FRAMES, help="4-fps frames per clip")
+    d.add_argument("--workers", type=int, default=4, help="DataLoader processes decoding clips")
+    d.add_argument("--checkpoint-every", type=int, default=50, help="steps")
+    d.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
+    d.add_argument("--device", help="default: cuda when available, else cpu")
+    d.set_defaults(func=_run_distill)
+    return p
+
+
+def _load_teacher(args: argparse.Namespace):
+    from cinefoley.models.cavp import load_cavp
+
+    return load_cavp(args.cavp, stage_blocks=tuple(args.cavp_stage_blocks), base_channels=args.cavp_base_channels)
+
+
+def _run_manifest(args: argparse.Namespace) -> int:
+    from cinefoley.worlds.vggsound.manifest import build_manifest
+
+    print(build_manifest(args.csv, args.video_dir, args.out, split=args.split, fmt=args.fmt))
+    return 0
+
+
+def _run_testsets(args: argparse.Namespace) -> int:
+    from cinefoley.worlds.vggsound.testsets import build_vggsound_testsets
+
+    print(build_vggsound_testsets(args.manifest, args.out, split=args.split, seed=args.seed, a1=args.a1,
+                                  a2=args.a2, max_frames=args.max_frames))
+    return 0
+
+
+def _run_features(args: argparse.Namespace) -> int:
+    from cinefoley.worlds.vggsound.features import extract_features
+
+    encoder = _load_teacher(args).to(args.device or _device_default())
+    print(extract_features(args.manifest, encoder, args.out, variation_manifests=args.variation_manifest,
+                           max_frames=args.max_frames, workers=args.workers))
+    return 0
+
+
+def _run_distill(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cinefoley.worlds.vggsound.stream import StreamDistillConfig, distill_vggsound
+
+    cfg = StreamDistillConfig(variation=args.variation, k=args.k, a1=args.a1, a2=args.a2, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                              device=args.device or _device_default(), checkpoint_every=args.checkpoint_every,
+                              max_steps=args.max_steps, split=None if args.split == "all" else args.split,
+                              n_frames=args.n_frames, num_workers=args.workers)
+    _, history = distill_vggsound(_load_teacher(args), args.manifest, args.features, args.out, cfg)
+    out = Path(args.out)
+    unusable = len(pd.read_csv(out / "unusable.csv"))
+    done = (out / "student_state.pt").exists()
+    last = history["step_loss"][-1] if history["step_loss"] else float("nan")
+    print(f"{'finished' if done else 'stopped'} after {len(history['step_loss'])} steps, last L_p {last:.4f}; "
+          f"{unusable} clips skipped (listed in {out / 'unusable.csv'}); run in {out}")
+    return 0

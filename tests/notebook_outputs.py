@@ -1,0 +1,21 @@
+"""Reading an executed notebook's outputs (test helpers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+
+def code_cells(path: Path) -> list:
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def shows(cell, kind: str) -> bool:
+    """Did the cell show a figure (``"figure"``: a PNG) or a table (``"table"``: HTML)?"""
+    mime = {"figure": "image/png", "table": "text/html"}[kind]
+    return any(mime in o.get("data", {}) for o in cell.get("outputs", []))
+
+
+def errors(path: Path) -> list:
+    return [o for c in code_cells(path) for o in c.get("outputs", []) if o.output_type == "error"]
