@@ -49,7 +49,7 @@ def _reproduce(args) -> int:
     if args.world == "cinetoy" and given:
         raise SystemExit(f"reproduce: {sorted(given)} are for --world vggsound")
     paths = {k: str(Path(v).resolve()) if k != "num_workers" else v for k, v in given.items()}
-    run_notebooks(args.profile, args.out, only=args.only, extra_parameters={"world": args.world, **paths})
+    run_notebooks(args.profile, args.out, only=args.only, extra_parameters={"world": args.world, **paths}, echo=True)
     return 0
 
 

@@ -44,8 +44,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from cinefoley.progress import progress_bar
 from cinefoley.utils import atomic_savez, atomic_torch_save, atomic_write_bytes, stable_hash, write_run_record
 from cinefoley.variations import VariationSampler, apply, apply_batch
 
@@ -92,7 +92,7 @@ def cache_teacher_features(teacher: nn.Module, videos: torch.Tensor, clip_ids: l
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [i for i, cid in enumerate(clip_ids) if not (out_dir / f"{cid}.npz").exists()]
     teacher = teacher.to(device).eval()
-    for chunk in tqdm([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)],
+    for chunk in progress_bar([todo[i:i + batch_size] for i in range(0, len(todo), batch_size)],
                       desc="teacher features", disable=not progress or not todo):
         feats = teacher(as_frames(videos[chunk].to(device))).float().cpu().numpy()
         for i, f in zip(chunk, feats):
@@ -346,7 +346,7 @@ def train_student(teacher: nn.Module, source: PairSource, out_dir: str | Path, c
                 [{"clip_id": c, "reason": r} for c, r in unusable.items()], columns=UNUSABLE_COLUMNS
             ).to_csv(index=False).encode())
 
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=global_step, desc=f"distill {out_dir.name}",
+    bar = progress_bar(total=cfg.epochs * steps_per_epoch, initial=global_step, desc=f"distill {out_dir.name}",
                disable=not progress or rank != 0)
     while epoch < cfg.epochs:
         batches = rank_batches(cfg, epoch, n, step, rank, world)

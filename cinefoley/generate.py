@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler
-from tqdm.auto import tqdm
 
+from cinefoley.progress import progress_bar
 from cinefoley.media.vocoder import GriffinLimVocoder
 from cinefoley.utils import atomic_savez, stable_hash, write_run_record
 
@@ -139,7 +139,7 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
     clip_ids = sorted(features)
     shards = [clip_ids[i:i + cfg.clips_per_shard] for i in range(0, len(clip_ids), cfg.clips_per_shard)]
     done = 0
-    for s, shard_ids in enumerate(tqdm(shards, desc=f"generate {out_dir.parent.name}/{out_dir.name}",
+    for s, shard_ids in enumerate(progress_bar(shards, desc=f"generate {out_dir.parent.name}/{out_dir.name}",
                                        disable=not progress)):
         path = out_dir / f"shard_{s:05d}.npz"
         if path.exists():

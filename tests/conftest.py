@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny CineToy world per test session (16 clips, about 2 s to build)."""
+"""Shared fixtures: one tiny CineToy world per test session (16 clips, about 2 s to build), the notebook runs
+of both worlds, and Debian's Chromium for the browser tests."""
 
 from __future__ import annotations
 
@@ -57,3 +58,22 @@ def vggsound_smoke_run(tmp_path_factory):
         "panns_ckpt": str(ckpts["panns"]), "vggish_ckpt": str(ckpts["vggish"]),
         "model_options": REAL_TIER_OPTIONS, "num_workers": 1})
     return out, timings
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                  "--disable-backgrounding-occluded-windows"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (``scripts/install_browser.sh``; Playwright downloads no browser)."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run scripts/install_browser.sh"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

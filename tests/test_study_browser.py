@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from cinefoley.study import VoilaServer, VoteStore, create_study, make_demo_pairs, participant_links
 from cinefoley.study.serve import free_port
@@ -22,11 +22,6 @@ from cinefoley.study.serve import free_port
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                  "--disable-backgrounding-occluded-windows"]
 SYSTEMS = {"baseline": "SYSBASE-Q7", "ours": "SYSOURS-K9"}
 PROGRESS_JS = """() => {
   const text = document.body ? document.body.innerText : "";
@@ -49,15 +44,6 @@ def server(study):
     yield server
     server.stop()
     assert server.process.poll() is not None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run scripts/install_browser.sh"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 class Participant:

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from cinefoley.progress import progress_bar
 from cinefoley.errors import MediaError
 from cinefoley.utils import atomic_savez, atomic_write_json
 from cinefoley.media.video import load_video
@@ -108,7 +108,7 @@ def load_split(df: pd.DataFrame, split: str | None = None, *, n_frames: int = 8,
             return ClipTensors(z["clip_ids"].tolist(), torch.from_numpy(z["videos"]), torch.from_numpy(z["mels"]),
                                torch.from_numpy(z["labels"]), keep.reset_index(drop=True), skipped)
     ids, videos, mels, labels, skipped, kept = [], [], [], [], [], []
-    for i, row in tqdm(list(rows.iterrows()), desc=f"loading {split or 'clips'}", disable=not progress):
+    for i, row in progress_bar(list(rows.iterrows()), desc=f"loading {split or 'clips'}", disable=not progress):
         try:
             v, m = load_clip(rows, row, n_frames=n_frames, size=size)
         except MediaError as e:

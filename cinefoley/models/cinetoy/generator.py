@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
-from tqdm.auto import tqdm
 
+from cinefoley.progress import progress_bar
 from cinefoley.models.conditioning import VideoFeatEmbedder
 from cinefoley.models.cinetoy.first_stage import PatchPCA
 from cinefoley.models.ldm import NOISE_SCHEDULE
@@ -160,7 +160,7 @@ def train_generator(model: ToyLDM, feats: torch.Tensor, mels: torch.Tensor,
         opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)) * 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))
     history: dict[str, list[float]] = {"loss": []}
     order = torch.empty(0, dtype=torch.long)
-    for _ in tqdm(range(cfg.steps), desc="train generator", disable=not progress):
+    for _ in progress_bar(range(cfg.steps), desc="train generator", disable=not progress):
         if len(order) < cfg.batch_size:
             order = torch.cat([order, torch.randperm(len(mels), generator=gen)])
         idx, order = order[: cfg.batch_size], order[cfg.batch_size:]

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from cinefoley.progress import progress_bar
 from cinefoley.models.cinetoy.encoders import (ToyAudioEncoder, ToyAudioEncoderConfig, ToyVideoEncoder,
                                     ToyVideoEncoderConfig)
 from cinefoley.utils import seed_everything
@@ -126,7 +126,7 @@ def pretrain(videos: torch.Tensor, mels: torch.Tensor, cfg: PretrainConfig | Non
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1))
                                               * 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0))))
     history: dict[str, list[float]] = {"loss": [], "semantic": [], "temporal": [], "logit_scale": []}
-    bar = tqdm(total=total, desc="pretrain teacher", disable=not progress)
+    bar = progress_bar(total=total, desc="pretrain teacher", disable=not progress)
     model.train()
     for _ in range(cfg.epochs):
         sums = torch.zeros(3)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from cinefoley.progress import progress_bar
 from cinefoley.models.cinetoy.encoders import mel_trunk
 from cinefoley.utils import seed_everything
 
@@ -189,7 +189,7 @@ def _fit(model: nn.Module, n: int, step_loss: Callable[[torch.Tensor, torch.Gene
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     history: dict[str, list[float]] = {"loss": []}
     model.train()
-    with tqdm(total=total, desc=desc, disable=not progress) as bar:
+    with progress_bar(total=total, desc=desc, disable=not progress) as bar:
         for _ in range(cfg.epochs):
             total_loss = 0.0
             for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from tqdm.auto import tqdm
 
+from cinefoley.progress import progress_bar
 from cinefoley.utils import atomic_write_bytes, atomic_write_json, stable_hash
 from cinefoley.media.video import write_video
 
@@ -387,7 +387,7 @@ def build_world(root: str | Path, cfg: WorldConfig | None = None, *, progress: b
     started = time.time()
     rows, failed, rendered = [], [], 0
     todo = [(split, i) for split, n in cfg.splits.items() for i in range(n)]
-    for split, i in tqdm(todo, desc="CineToy clips", disable=not progress):
+    for split, i in progress_bar(todo, desc="CineToy clips", disable=not progress):
         plan = plan_clip(cfg, split, i)
         video, audio = root / split / f"{plan.clip_id}.mp4", root / split / f"{plan.clip_id}.wav"
         try:

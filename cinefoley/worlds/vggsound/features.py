@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from cinefoley.progress import progress_bar
 from cinefoley.errors import MediaError
 from cinefoley.media.video import load_video
 from cinefoley.testsets import load_params
@@ -145,7 +145,7 @@ def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
             todo.append(clip)
 
     decode = partial(_decode, fps=fps, max_frames=max_frames)
-    for clip, video in tqdm(_prefetch(decode, todo, workers), total=len(todo), desc="CAVP features",
+    for clip, video in progress_bar(_prefetch(decode, todo, workers), total=len(todo), desc="CAVP features",
                             disable=not progress or not todo):
         try:
             if isinstance(video, Exception):

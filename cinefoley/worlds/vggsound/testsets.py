@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
+from cinefoley.progress import progress_bar
 from cinefoley.errors import MediaError
 from cinefoley.testsets import write_testsets
 from cinefoley.worlds.vggsound.manifest import (FPS, MAX_FRAMES, UNREADABLE_COLUMNS, read_rows, resolve_path,
@@ -78,7 +78,7 @@ def add_frame_info(df: pd.DataFrame, root: Path, rows: pd.Series, *, max_frames:
             df[col] = ""
     failures = []
     todo = df.index[rows]
-    for i in tqdm(todo, desc="video headers", disable=len(todo) < 2):
+    for i in progress_bar(todo, desc="video headers", disable=len(todo) < 2):
         row = df.loc[i]
         try:
             if row["height"] == "" or row["width"] == "" or row["duration_s"] == "":
