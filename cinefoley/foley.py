@@ -253,7 +253,6 @@ class Clip:
     path: Path
     name: str
     duration: float
-    available: int  # 4-fps frames after ``start``
     n_frames: int  # 4-fps frames read
     window: int
     seconds: float  # of sound (and of pictures) from ``start``
@@ -284,7 +283,7 @@ def prepare(path: Path, name: str, encoders: Mapping[str, nn.Module], window: in
         if len(f) < window:  # hold the last frame's features over the rest of the window
             f = torch.cat([f, f[-1:].expand(window - len(f), -1)])
         windows[system] = torch.stack([f[s:s + window] for s in starts])
-    return Clip(path, name, duration, available, n_frames, window, seconds, starts, windows)
+    return Clip(path, name, duration, n_frames, window, seconds, starts, windows)
 
 
 def output_stem(clip: Clip, sample: int, settings: FoleySettings) -> str:
@@ -344,12 +343,14 @@ def collect_inputs(inputs: Iterable[str | Path], out_dir: str | Path) -> tuple[l
 
 
 def unique_names(files: list[Path]) -> list[str]:
-    """Output names: each file's stem; a stem met again gets ``-2``, ``-3``, ..."""
-    seen: dict[str, int] = {}
-    names = []
+    """Output names: each file's stem; a name already taken gets ``-2``, ``-3``, ..."""
+    names: list[str] = []
     for path in files:
-        seen[path.stem] = seen.get(path.stem, 0) + 1
-        names.append(path.stem if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}")
+        name, n = path.stem, 1
+        while name in names:
+            n += 1
+            name = f"{path.stem}-{n}"
+        names.append(name)
     return names
 
 
@@ -427,9 +428,9 @@ def foley(inputs: Iterable[str | Path], out_dir: str | Path, *, generator: nn.Mo
         save()
 
     for path, name in zip(files, unique_names(files)):
-        key = _file_key(path)
-        if json.dumps(key) in reusable and reusable[json.dumps(key)]["name"] == name:
-            done.append(reusable[json.dumps(key)])
+        kept = reusable.get(json.dumps(_file_key(path)))
+        if kept is not None and kept["name"] == name:
+            done.append(kept)
             log(f"done   {path} (kept from the previous run)")
             continue
         try:
@@ -441,6 +442,8 @@ def foley(inputs: Iterable[str | Path], out_dir: str | Path, *, generator: nn.Mo
             flush()
     if pending:
         flush()
+    order = {str(p.resolve()): i for i, p in enumerate(files)}
+    done.sort(key=lambda e: order[e["key"][0]])  # batches finish out of order; the record is in input order
     save()
     pairs = write_pairs(out_dir, done, list(encoders))
     return FoleyRun(out_dir, done, failed, pairs, out_dir / RECORD)

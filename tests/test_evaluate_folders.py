@@ -213,3 +213,31 @@ def test_the_real_referees_score_from_their_files(tmp_path):
     record = json.loads((tmp_path / "short" / "evaluate.json").read_text())
     align = record["results"]["report"]["generated"]["align_acc"]
     assert code == 0 and not align["computed"] and ">= 512" in align["reason"]
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_evaluate_on_notebook_04s_sounds_gives_notebook_05s_table_1(cinetoy_smoke_run, tmp_path):
+    from cinefoley.distill import MAIN_RUN
+    from cinefoley.testsets import TEST_SETS
+    from cinefoley.worlds import open_world
+
+    out, _ = cinetoy_smoke_run
+    w = open_world("cinetoy", out, profile="smoke")
+    feats, _ = w.window(w.features("baseline", "original"))
+    reference, features = write_references(w.reference_audio(), feats, tmp_path)
+    table1 = pd.read_csv(out / "table1.csv").set_index(["test_set", "system"])
+    paired = pd.read_csv(out / "table1_paired_diff.csv").set_index("test_set")
+    columns = [f"{m}{suffix}" for m in METRICS for suffix in ("", "_lo", "_hi")]
+    for kind in TEST_SETS:
+        folders = {s: write_folder(w.generated(s, kind), tmp_path / kind / s) for s in ("baseline", MAIN_RUN)}
+        code = main(["evaluate", "--generated", str(folders[MAIN_RUN]), "--baseline", str(folders["baseline"]),
+                     "--reference", str(reference), "--features", str(features), "--models", str(out / "models"),
+                     "--out", str(tmp_path / kind / "scores"), "--n-boot", str(w.settings.n_boot),
+                     "--seed", str(w.seed)])
+        assert code == 0
+        scores = pd.read_csv(tmp_path / kind / "scores" / "scores.csv").set_index("system")
+        for label, system in (("generated", "ours"), ("baseline", "baseline")):
+            assert scores.loc[label, columns].tolist() == table1.loc[(kind, system), columns].tolist(), (kind, label)
+        diff = pd.read_csv(tmp_path / kind / "scores" / "paired_diff.csv").iloc[0]
+        assert diff[columns].tolist() == paired.loc[kind, columns].tolist(), kind

@@ -178,6 +178,15 @@ def test_two_videos_with_one_stem_get_two_names(tmp_path):
     assert decoded_frames(tmp_path / "out" / "baseline" / "take-2.mp4")[0][0] == 40
 
 
+def test_outputs_inside_the_input_folder_are_not_taken_for_inputs(tmp_path):
+    write_clip(tmp_path / "take.mp4", fps=10, seconds=2.2)
+    teacher, generator, _ = load_models()
+    for _ in range(2):
+        run = foley([tmp_path], tmp_path / "foley", generator=generator, encoders={"baseline": teacher},
+                    settings=FoleySettings(steps=1))
+        assert [e["name"] for e in run.done] == ["take"] and run.ok
+
+
 def test_a_student_that_does_not_fit_is_refused_naming_its_file(clips, tmp_path, capsys):
     bad = tmp_path / "student_state.pt"
     torch.save({"layer1.0.weight": torch.zeros(3)}, bad)

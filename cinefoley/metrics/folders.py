@@ -345,11 +345,14 @@ def _paired(sets: dict, ref_feats: Features, n_boot: int, seed: int) -> tuple[pd
 
 def format_scores(result: FolderScores) -> str:
     """The table and every problem, as the command prints them."""
-    lines = [result.table[["system", *METRICS]].round(3).to_string(index=False)]
+    def cell(row) -> list[str]:
+        return [f"{_num(row[m])} [{_num(row[f'{m}_lo'])}, {_num(row[f'{m}_hi'])}]" for m in METRICS]
+
+    columns = {row["system"]: cell(row) for _, row in result.table.iterrows()}
     if result.paired is not None:
-        lines += ["", "generated − baseline (paired bootstrap 95 % intervals):",
-                  result.paired[[c for c in result.paired.columns if c not in ("comparison",)]].round(3)
-                  .to_string(index=False)]
+        columns["generated − baseline (paired)"] = cell(result.paired.iloc[0])
+    lines = ["each metric with its 95 % bootstrap interval (KID in 10⁻³, Align Acc in %):",
+             pd.DataFrame(columns, index=list(METRICS)).to_string()]
     for label, part in result.report.items():
         for kind, items in part.items():
             if isinstance(items, list) and items and all(isinstance(i, dict) for i in items):
@@ -404,3 +407,7 @@ def load_referees(*, models_dir: str | Path | None = None, panns: str | Path | N
     classifier = load_align_classifier(eval_classifier, **options.get("eval_classifier", {})).to(default_device())
     return (Referees.real(*networks, classifier, cache_dir=cache_dir, seed=seed), encoder,
             "PANNs, VGGish and Diff-Foley's alignment classifier")
+
+
+def _num(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
