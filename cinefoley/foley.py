@@ -65,6 +65,7 @@ from cinefoley.utils import atomic_savez, atomic_write_bytes, atomic_write_text,
 #: frames (at 4 fps) two consecutive windows share; the sound is cross-faded over them
 JOIN_FRAMES = 2
 RECORD = "foley.json"
+MAX_PEAK = 0.99  # of the mp4's sound
 PAIRS = "pairs.csv"
 BASELINE = "baseline"
 
@@ -308,10 +309,13 @@ def finish(clip: Clip, mels: dict[str, torch.Tensor], out_dir: Path, settings: F
         sf.write(buf, wavs[i], SAMPLE_RATE, format="WAV", subtype="FLOAT")
         atomic_write_bytes(wav_path, buf.getvalue())
         atomic_savez(mel_path, mel=joined[i].numpy().astype(np.float16))
-        pictures.add(mux_sound(clip.path, mp4_path, wavs[i], start=settings.start, end=end))
+        # the wav keeps the generator's level (what the metrics score); the mp4's sound is scaled down where
+        # it would clip, as AAC holds samples in [-1, 1] only
+        gain = min(1.0, MAX_PEAK / max(float(np.abs(wavs[i]).max()), 1e-9))
+        pictures.add(mux_sound(clip.path, mp4_path, wavs[i] * gain, start=settings.start, end=end))
         outputs.setdefault(system, []).append({"sample": sample, "mp4": str(mp4_path.relative_to(out_dir)),
                                                "wav": str(wav_path.relative_to(out_dir)),
-                                               "mel": str(mel_path.relative_to(out_dir))})
+                                               "mel": str(mel_path.relative_to(out_dir)), "mp4_gain": round(gain, 4)})
     return {"input": str(clip.path), "name": clip.name, "video_seconds": round(clip.duration, 3),
             "start": settings.start, "sound_seconds": round(len(wavs[0]) / SAMPLE_RATE, 3),
             "frames": clip.n_frames, "windows": clip.starts,
