@@ -241,3 +241,18 @@ def test_evaluate_on_notebook_04s_sounds_gives_notebook_05s_table_1(cinetoy_smok
             assert scores.loc[label, columns].tolist() == table1.loc[(kind, system), columns].tolist(), (kind, label)
         diff = pd.read_csv(tmp_path / kind / "scores" / "paired_diff.csv").iloc[0]
         assert diff[columns].tolist() == paired.loc[kind, columns].tolist(), kind
+
+
+def test_sounds_of_other_lengths_are_each_scored_whole(tmp_path):
+    from cinefoley.metrics.evaluate import extract
+    from cinefoley.metrics.folders import extract_by_length
+
+    referees, _, _ = load_referees(cache_dir=tmp_path / "cache")
+    network = referees.extractor.extractor  # not the cache: that would hand back what the first call computed
+    wavs = [_tone(s, 300 + 100 * k, k) for k, s in enumerate((2.032, 1.0, 2.032, 1.5, 1.0))]
+    together = extract_by_length(network, list("abcde"), wavs)
+    for i, wav in enumerate(wavs):  # CineToy's extractor cuts a batch to its shortest sound: never across lengths
+        alone = extract(network, ["x"], [wav])
+        np.testing.assert_allclose(together.clip_emb[i], alone.clip_emb[0], atol=1e-5)
+        np.testing.assert_allclose(together.logits[i], alone.logits[0], atol=1e-5)
+        np.testing.assert_allclose(together.frames[i], alone.frames[0], atol=1e-5)

@@ -7,6 +7,7 @@ import json
 import os
 from contextlib import redirect_stderr, redirect_stdout
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -282,3 +283,21 @@ def test_the_real_tier_runs_from_diff_foleys_files(tmp_path, capsys):
             wav, _ = sf.read(out / system / f"{entry['name']}.wav")
             assert seconds - 0.03 <= len(wav) / 16000 <= seconds
     assert [p.clip_id for p in read_pairs(out / "pairs.csv")] == ["long", "short"]
+
+
+def test_pictures_in_a_codec_mp4_cannot_hold_are_re_encoded_whole(tmp_path):
+    from own_media import coded_frame
+
+    from cinefoley.media.mux import mux_sound
+
+    source = tmp_path / "raw.avi"
+    with av.open(str(source), "w") as out:
+        stream = out.add_stream("rawvideo", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 63, 47, "yuv420p"
+        for k in range(20):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(coded_frame(k, 47, 63), format="rgb24")
+                                  .reformat(format="yuv420p")))
+        out.mux(stream.encode(None))
+    assert mux_sound(source, tmp_path / "raw.mp4", np.zeros(32000, np.float32)) == "re-encoded"
+    got, got_t, hw = decoded_frames(tmp_path / "raw.mp4")
+    assert got == list(range(20)) and hw == (47, 63) and np.allclose(got_t, np.arange(20) / 10, atol=1e-3)

@@ -182,15 +182,14 @@ def generated_mels(sounds: Sounds) -> tuple[list[np.ndarray], str]:
 def extract_by_length(extractor, clip_ids: Sequence[str], wavs: Sequence[np.ndarray]) -> Features:
     """:func:`~cinefoley.metrics.evaluate.extract` on each group of equally long sounds (an extractor may cut a
     batch to its shortest sound), reassembled in the given order; one call when all lengths agree."""
-    lengths = np.array([len(w) for w in wavs])
-    if len(set(lengths.tolist())) <= 1:
+    lengths = [len(w) for w in wavs]
+    groups = {n: [i for i, m in enumerate(lengths) if m == n] for n in dict.fromkeys(lengths)}
+    if len(groups) == 1:
         return extract(extractor, clip_ids, wavs)
-    parts = {n: extract(extractor, [clip_ids[i] for i in np.flatnonzero(lengths == n)],
-                        [wavs[i] for i in np.flatnonzero(lengths == n)]) for n in sorted(set(lengths.tolist()))}
-    rank = {n: iter(range(len(np.flatnonzero(lengths == n)))) for n in parts}
-    where = [(n, next(rank[n])) for n in lengths.tolist()]
-    return Features(np.asarray(clip_ids), np.stack([parts[n].clip_emb[j] for n, j in where]),
-                    np.stack([parts[n].logits[j] for n, j in where]), [parts[n].frames[j] for n, j in where])
+    parts = {n: extract(extractor, [clip_ids[i] for i in idx], [wavs[i] for i in idx]) for n, idx in groups.items()}
+    where = sorted((i, n, j) for n, idx in groups.items() for j, i in enumerate(idx))  # item -> (group, row)
+    return Features(np.asarray(clip_ids), np.stack([parts[n].clip_emb[j] for _, n, j in where]),
+                    np.stack([parts[n].logits[j] for _, n, j in where]), [parts[n].frames[j] for _, n, j in where])
 
 
 def read_video_features(clip_ids: Sequence[str], *, features: str | Path | None = None,
@@ -323,7 +322,7 @@ def _align(referees: Referees, sounds: Sounds, features, videos, encoder) -> dic
     mels, source = generated_mels(sounds)
     try:
         probs = align_probs(referees, mels, [feats[c] for c in sounds.clip_ids])
-    except ValueError as e:  # e.g. sounds shorter than Diff-Foley's classifier's 8.192-s window
+    except (ValueError, RuntimeError) as e:  # sounds shorter than Diff-Foley's classifier's 8.192 s, other features
         return {"computed": False, "reason": str(e)}
     return {"computed": True, "mel": source, "features": str(features or videos), "probs": probs}
 
