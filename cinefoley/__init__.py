@@ -16,6 +16,8 @@ Where each step of the paper lives:
 ``metrics``                   §4 — FAD, FD, KID, KL, IS, Align Acc with bootstrap intervals; Tables 1, 3, 4
 ``explain``                   Figure 6 — Grad-CAM of the encoders and the attention on the sounding object
 ``study``                     Table 2 — the blinded A/B listening study
+``foley``                     the method on your own videos (``cinefoley foley``); ``metrics.folders``
+                              scores any two folders of audio (``cinefoley evaluate``)
 ============================  ==========================================================================
 
 The pipeline runs in two worlds behind one interface, :class:`cinefoley.worlds.World`, opened with

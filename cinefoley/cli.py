@@ -90,12 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_reproduce)
 
     from cinefoley.models.check import register as register_checkpoints
+    from cinefoley.own_cli import register as register_own
     from cinefoley.study.cli import register as register_study
     from cinefoley.worlds.vggsound.cli import register as register_vggsound
 
     register_checkpoints(sub)
     register_vggsound(sub)
     register_study(sub)
+    register_own(sub)
     return parser
 
 

@@ -103,6 +103,23 @@ def latent_shape_for(model, n_frames: int) -> tuple[int, ...]:
 
 
 @torch.no_grad()
+def sample_mels(model, feats: torch.Tensor, seeds: list[int], cfg: GenerationConfig | None = None) -> torch.Tensor:
+    """One mel (B, 128, 16 T) in [0, 1] per row of ``feats`` (B, T, 512), each from its own seed, on the CPU,
+    batched by ``cfg.batch_size``."""
+    cfg = cfg or GenerationConfig()
+    device = next(model.unet.parameters()).device
+    dtype = torch.bfloat16 if cfg.bf16 and device.type == "cuda" else None
+    shape = latent_shape_for(model, feats.shape[1])
+    mels = []
+    for i in range(0, len(feats), cfg.batch_size):
+        noise = initial_noise(shape, seeds[i:i + cfg.batch_size])
+        z = sample_latents(model, feats[i:i + cfg.batch_size].float(), noise, guidance=cfg.guidance, steps=cfg.steps,
+                           dtype=dtype)
+        mels.append(model.decode_latent(z).float().clamp(0, 1).cpu())
+    return torch.cat(mels)
+
+
+@torch.no_grad()
 def sample_sounds(model, feats: torch.Tensor, seeds: list[int], cfg: GenerationConfig | None = None, *,
                   vocoder=None) -> tuple[np.ndarray, np.ndarray]:
     """One sound per row of ``feats`` (B, T, 512), each from its own seed: (mels (B, 128, 16 T) in [0, 1],
@@ -110,17 +127,9 @@ def sample_sounds(model, feats: torch.Tensor, seeds: list[int], cfg: GenerationC
     cfg = cfg or GenerationConfig()
     device = next(model.unet.parameters()).device
     vocoder = vocoder or GriffinLimVocoder(n_iter=cfg.griffin_lim_iters, device=device)
-    dtype = torch.bfloat16 if cfg.bf16 and device.type == "cuda" else None
-    shape = latent_shape_for(model, feats.shape[1])
-    mels, wavs = [], []
-    for i in range(0, len(feats), cfg.batch_size):
-        noise = initial_noise(shape, seeds[i:i + cfg.batch_size])
-        z = sample_latents(model, feats[i:i + cfg.batch_size].float(), noise, guidance=cfg.guidance, steps=cfg.steps,
-                           dtype=dtype)
-        mel = model.decode_latent(z).float().clamp(0, 1)
-        mels.append(mel.cpu())
-        wavs.append(vocoder(mel).float().cpu())
-    return torch.cat(mels).numpy(), torch.cat(wavs).numpy()
+    mels = sample_mels(model, feats, seeds, cfg)
+    wavs = [vocoder(mels[i:i + cfg.batch_size].to(device)).float().cpu() for i in range(0, len(mels), cfg.batch_size)]
+    return mels.numpy(), torch.cat(wavs).numpy()
 
 
 @torch.no_grad()

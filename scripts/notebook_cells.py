@@ -30,7 +30,9 @@ num_workers = None        # processes decoding videos (default 4)'''
 
 #: extra parameters of single notebooks, appended to the shared cell
 EXTRA = {"02": 'retrain = False           # CineToy: train the models from the seeds instead of loading the shipped ones',
-         "07": 'pairs_csv = None          # your own pairs CSV (clip_id, baseline, ours); None: notebook 04\'s sound'}
+         "04": 'own_video = None          # a video file of yours for "try it on your own video"; None: a test clip',
+         "07": 'pairs_csv = None          # your own pairs CSV (clip_id, baseline, ours); None: notebook 04\'s sound\n'
+               'own_clips = None          # a folder of your clips for "from your clips to a study"; None: 2 test clips'}
 
 OPEN_WORLD = '''from cinefoley.worlds import open_world
 

@@ -13,7 +13,6 @@ from cinefoley.cli import main as cli_main
 from cinefoley.models.cavp import load_cavp, squash_resize
 from cinefoley.worlds.vggsound.stream import StreamDistillConfig, VGGSoundDistillSet, distill_vggsound, stream_clips
 from cinefoley.worlds.vggsound.features import extract_features
-from cinefoley.variations import apply
 from cinefoley.media.video import load_video
 
 N_FRAMES = 6

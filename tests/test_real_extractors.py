@@ -7,7 +7,7 @@ import librosa
 import numpy as np
 import pytest
 import torch
-from diff_foley_files import (CLASSIFIER_SMALL, PANNS_SMALL, VGGISH_SMALL, randomize_, save_lightning_file,
+from diff_foley_files import (CLASSIFIER_SMALL, PANNS_SMALL, VGGISH_SMALL, save_lightning_file,
                               small_classifier, small_panns, small_vggish)
 
 from cinefoley.models.align_classifier import align_classifier_state_dict, load_align_classifier

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from cinefoley.errors import MediaError
 
 DEFAULT_FPS = 4.0
+#: what a folder of videos is searched for (a file named on its own is tried whatever its suffix)
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp")
 
 
 def _open_reader(path: Path):
@@ -32,6 +34,16 @@ def _open_reader(path: Path):
     except (decord.DECORDError, RuntimeError) as e:  # decord's messages are long C++ traces; keep the gist
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MediaError(path, f"no decodable video stream (truncated or not a video?): {first[:200]}") from None
+
+
+def video_duration(path: str | Path) -> float:
+    """Seconds from 0 to the end of the last frame, by the file's own timestamps (the span :func:`load_video`
+    reads from); a :class:`MediaError` naming the file when it has no decodable video."""
+    path = Path(path)
+    vr = _open_reader(path)
+    if len(vr) == 0:
+        raise MediaError(path, "video stream has no frames")
+    return float(vr.get_frame_timestamp([len(vr) - 1])[0, 1])
 
 
 def sample_indices(timestamps: np.ndarray, times: np.ndarray) -> np.ndarray:

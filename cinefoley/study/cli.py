@@ -62,11 +62,16 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _create(args) -> int:
+    from cinefoley.errors import MediaError
     from cinefoley.study.design import create_study
 
-    study = create_study(args.pairs_csv, args.study_dir, seed=args.seed, n_catch=args.n_catch,
-                         baseline_name=args.baseline_name, ours_name=args.ours_name,
-                         min_play_fraction=args.min_play_fraction)
+    try:
+        study = create_study(args.pairs_csv, args.study_dir, seed=args.seed, n_catch=args.n_catch,
+                             baseline_name=args.baseline_name, ours_name=args.ours_name,
+                             min_play_fraction=args.min_play_fraction)
+    except (MediaError, ValueError, FileNotFoundError, FileExistsError) as e:  # the coordinator's slip, said plainly
+        print(f"cinefoley study create: {e}", file=sys.stderr)
+        return 2
     print(f"created study {study.name!r} in {study.folder}: {len(study.clips)} clips, "
           f"{len(study.catch)} catch trials, {study.n_trials} trials per participant")
     return 0

@@ -170,6 +170,9 @@ def create_study(pairs_csv: str | Path, folder: str | Path, *, seed: int = 0, n_
                  name: str | None = None, exist_ok: bool = False) -> Study:
     """Create a study folder from a pairs CSV; every stimulus is re-encoded under a neutral name.
 
+    Both files of every pair must show the same pictures (:func:`cinefoley.study.pairs.check_pairs`): a row
+    that pairs two different videos is refused, naming the row and what differs.
+
     Stimuli become H.264 + 16 kHz mono AAC (the rate both systems generate at), with each clip's
     frame rate and size kept.
 
@@ -177,8 +180,11 @@ def create_study(pairs_csv: str | Path, folder: str | Path, *, seed: int = 0, n_
     study made from the same pairs and settings is returned as it is (its votes are kept); one made
     differently raises ``FileExistsError`` rather than mixing votes of two designs.
     """
+    from cinefoley.study.pairs import check_pairs  # here: the participants' kernels import this module, not torch
+
     folder = Path(folder)
     pairs = read_pairs(pairs_csv)
+    check_pairs(pairs, pairs_csv)
     if not 0 <= n_catch <= len(pairs) or (n_catch and len(pairs) < 2):
         raise ValueError(f"n_catch={n_catch}: need 0 <= n_catch <= {len(pairs)} clips (and >= 2 clips for catch trials)")
     if not 0 < min_play_fraction <= 1:

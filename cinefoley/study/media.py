@@ -16,9 +16,9 @@ import av
 import numpy as np
 
 from cinefoley.errors import MediaError
+from cinefoley.media.mux import AUDIO_CODEC, encode_audio
 
 VIDEO_CODEC = "libx264"
-AUDIO_CODEC = "aac"
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray,
@@ -37,7 +37,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarra
             frame.pts = i
             out.mux(vout.encode(frame.reformat(width=vout.width, height=vout.height, format="yuv420p")))
         out.mux(vout.encode(None))
-        _encode_audio(out, aout, np.asarray(audio, dtype=np.float32), sample_rate)
+        encode_audio(out, aout, np.asarray(audio, dtype=np.float32), sample_rate)
     return path
 
 
@@ -80,7 +80,7 @@ def transcode(video_src: str | Path, dst: str | Path, audio_src: str | Path | No
             samples = np.concatenate(chunks)[:max_samples]
             if samples.size == 0:
                 raise MediaError(audio_src, "no audio sample could be decoded")
-            _encode_audio(out, aout, samples, sample_rate)
+            encode_audio(out, aout, samples, sample_rate)
         tmp.replace(dst)
     finally:
         tmp.unlink(missing_ok=True)
@@ -103,15 +103,6 @@ def _video_stream(out, rate: Fraction, width: int, height: int):
     stream.pix_fmt = "yuv420p"
     stream.options = {"crf": "20", "preset": "veryfast"}
     return stream
-
-
-def _encode_audio(out, stream, samples: np.ndarray, sample_rate: int) -> None:
-    """Encode mono float samples in one go (the encoder cuts them into AAC frames itself)."""
-    frame = av.AudioFrame.from_ndarray(np.clip(samples, -1, 1).reshape(1, -1).astype(np.float32),
-                                       format="flt", layout="mono")
-    frame.sample_rate, frame.pts = sample_rate, 0
-    out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
 
 
 def _open(path: Path):
