@@ -27,7 +27,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "runs" / "browser"
-PROMPTS_JS = "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.innerText.trim())"
+# the prompts of the notebook in view only: a notebook left open in another tab must not count
+PROMPTS_JS = ("() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')]"
+              ".map(p => p.innerText.trim())")
 
 
 def smoke_copy(name: str, folder: Path, out_dir: Path) -> Path:
@@ -77,7 +79,8 @@ def lab(tmp_path_factory):
 def run_all(page, url: str, name: str, timeout_s: float) -> list[str]:
     """Open a notebook in JupyterLab, run every cell from the Run menu, wait until no cell is running (the
     last one done, or one failed and the rest were not run), save it; the cells' prompts."""
-    page.goto(f"{url}/lab/tree/{name}")
+    # a workspace of its own, so JupyterLab does not reopen (and run) the notebook an earlier test left open
+    page.goto(f"{url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset")
     expect(page.locator(".jp-Notebook")).to_be_visible(timeout=120_000)
     expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=120_000)  # the kernel is up
     page.get_by_role("menuitem", name="Run", exact=True).click()
