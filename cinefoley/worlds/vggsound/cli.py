@@ -118,18 +118,22 @@ def _run_features(args: argparse.Namespace) -> int:
 def _run_distill(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from cinefoley.distributed import process_group, rank_device
     from cinefoley.worlds.vggsound.stream import StreamDistillConfig, distill_vggsound
 
-    cfg = StreamDistillConfig(variation=args.variation, k=args.k, a1=args.a1, a2=args.a2, epochs=args.epochs,
-                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              device=args.device or _device_default(), checkpoint_every=args.checkpoint_every,
-                              max_steps=args.max_steps, split=None if args.split == "all" else args.split,
-                              n_frames=args.n_frames, num_workers=args.workers)
-    _, history = distill_vggsound(_load_teacher(args), args.manifest, args.features, args.out, cfg)
-    out = Path(args.out)
-    unusable = len(pd.read_csv(out / "unusable.csv"))
-    done = (out / "student_state.pt").exists()
-    last = history["step_loss"][-1] if history["step_loss"] else float("nan")
-    print(f"{'finished' if done else 'stopped'} after {len(history['step_loss'])} steps, last L_p {last:.4f}; "
-          f"{unusable} clips skipped (listed in {out / 'unusable.csv'}); run in {out}")
+    with process_group() as (rank, world):
+        cfg = StreamDistillConfig(variation=args.variation, k=args.k, a1=args.a1, a2=args.a2, epochs=args.epochs,
+                                  batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                  device=rank_device(args.device or _device_default()),
+                                  checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+                                  split=None if args.split == "all" else args.split, n_frames=args.n_frames,
+                                  num_workers=args.workers)
+        _, history = distill_vggsound(_load_teacher(args), args.manifest, args.features, args.out, cfg)
+    if rank == 0:
+        out = Path(args.out)
+        unusable = len(pd.read_csv(out / "unusable.csv"))
+        done = (out / "student_state.pt").exists()
+        last = history["step_loss"][-1] if history["step_loss"] else float("nan")
+        print(f"{'finished' if done else 'stopped'} after {len(history['step_loss'])} steps on {world} rank(s), "
+              f"last L_p {last:.4f}; {unusable} clips skipped (listed in {out / 'unusable.csv'}); run in {out}")
     return 0
