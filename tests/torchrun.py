@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,8 +28,7 @@ def torchrun_cli(argv: list[str], *, nodes: int = 1, per_node: int = 2, timeout:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc_per_node", str(per_node),
            "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port()}", "--rdzv_id", "test",
            "-m", "cinefoley.cli", *argv]
-    launchers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  start_new_session=True)  # its own group: a hang is killed ranks and all
+    launchers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for _ in range(nodes)]
     outputs = []
     try:
@@ -41,8 +39,8 @@ def torchrun_cli(argv: list[str], *, nodes: int = 1, per_node: int = 2, timeout:
     finally:
         for p in launchers:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+                p.terminate()  # torchrun passes it on to its ranks (they run in sessions of their own)
+                p.wait(30)
     for p, out in zip(launchers, outputs):
         assert p.returncode == 0, f"torchrun exited {p.returncode}:\n{out[-4000:]}"
     return "\n".join(outputs)

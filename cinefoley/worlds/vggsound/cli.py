@@ -107,11 +107,15 @@ def _run_testsets(args: argparse.Namespace) -> int:
 
 
 def _run_features(args: argparse.Namespace) -> int:
+    from cinefoley.distributed import process_group, rank_device
     from cinefoley.worlds.vggsound.features import extract_features
 
-    encoder = _load_teacher(args).to(args.device or _device_default())
-    print(extract_features(args.manifest, encoder, args.out, variation_manifests=args.variation_manifest,
-                           max_frames=args.max_frames, workers=args.workers))
+    with process_group() as (rank, _):
+        encoder = _load_teacher(args).to(rank_device(args.device or _device_default()))
+        report = extract_features(args.manifest, encoder, args.out, variation_manifests=args.variation_manifest,
+                                  max_frames=args.max_frames, workers=args.workers)
+    if rank == 0:
+        print(report)
     return 0
 
 
