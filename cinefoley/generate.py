@@ -14,7 +14,8 @@ Diff-Foley LDM (:mod:`cinefoley.models.ldm`) both are.
 :func:`generate_set` writes a whole test set in shards (``shard_00000.npz`` … holding the clip
 ids, sample indices, mels and waveforms of a fixed group of clips). A shard is written atomically
 once complete, and a rerun skips the shards that exist, so a killed run resumes with neither
-duplicates nor half-written files.
+duplicates nor half-written files. Under ``torchrun`` rank r writes shards r, r + W, …; a shard's
+sounds depend on its clips and their seeds alone, so any number of ranks writes the same shards.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
+from cinefoley.distributed import barrier, gather, my_share, rank_world
 from cinefoley.progress import progress_bar
 from cinefoley.media.vocoder import GriffinLimVocoder
 from cinefoley.utils import atomic_savez, stable_hash, write_run_record
@@ -148,8 +150,8 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
     clip_ids = sorted(features)
     shards = [clip_ids[i:i + cfg.clips_per_shard] for i in range(0, len(clip_ids), cfg.clips_per_shard)]
     done = 0
-    for s, shard_ids in enumerate(progress_bar(shards, desc=f"generate {out_dir.parent.name}/{out_dir.name}",
-                                       disable=not progress)):
+    for s, shard_ids in progress_bar(my_share(list(enumerate(shards))), disable=not progress or rank_world()[0] != 0,
+                                     desc=f"generate {out_dir.parent.name}/{out_dir.name}"):
         path = out_dir / f"shard_{s:05d}.npz"
         if path.exists():
             continue
@@ -160,9 +162,12 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
         atomic_savez(path, clip_id=np.array([c for c, _ in jobs]), sample=np.array([k for _, k in jobs]),
                      mel=mels.astype(np.float16), wav=wavs)
         done += 1
-    write_run_record(out_dir, config=cfg, results={"clips": len(clip_ids), "shards": len(shards),
-                                                   "shards_written_now": done}, name="generation.json",
-                     started=started)
+    done = sum(gather(done))
+    if rank_world()[0] == 0:
+        write_run_record(out_dir, config=cfg, name="generation.json", started=started,
+                         results={"clips": len(clip_ids), "shards": len(shards), "shards_written_now": done,
+                                  "ranks": rank_world()[1]})
+    barrier()  # every shard exists on return, on every rank
     return out_dir
 
 

@@ -1,11 +1,16 @@
 """Sampling with classifier-free guidance and DPM-Solver++, and sharded, resumable generation."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from torch import nn
+from torchrun import free_port
 
 import cinefoley.generate as gen
 from cinefoley.models.conditioning import VideoFeatEmbedder
@@ -111,3 +116,32 @@ def test_each_clip_and_sample_has_its_own_seed_whatever_the_subset(tmp_path):
     np.testing.assert_allclose(subset["mel"].astype(np.float32), everything["mel"][rows].astype(np.float32),
                                atol=1e-3)
     assert not np.allclose(subset["mel"][0], subset["mel"][1])  # two samples of one clip differ
+
+
+def _generate_on_rank(rank, world, port, out_dir, cfg):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    generate_set(TinyLDM(), _features(), out_dir, cfg, vocoder=CountingVocoder(), progress=False)
+    dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_write_the_shards_of_one_process(tmp_path):
+    """Rank r writes shards r, r + 2, …: together the files one process writes, each shard once."""
+    cfg = GenerationConfig(samples_per_clip=2, steps=3, clips_per_shard=2, batch_size=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank: then the same arithmetic to the bit
+    try:
+        generate_set(TinyLDM(), _features(), tmp_path / "one", cfg, vocoder=CountingVocoder(), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    mp.spawn(_generate_on_rank, args=(2, free_port(), str(tmp_path / "two"), cfg), nprocs=2, join=True)
+    one, two = sorted((tmp_path / "one").glob("shard_*.npz")), sorted((tmp_path / "two").glob("shard_*.npz"))
+    assert [p.name for p in two] == [p.name for p in one] and len(one) == 3
+    for a, b in zip(one, two):
+        with np.load(a) as x, np.load(b) as y:
+            assert list(x) == list(y) and all(np.array_equal(x[k], y[k]) for k in x), a.name
+    record = json.loads((tmp_path / "two" / "generation.json").read_text())["results"]
+    assert (record["shards_written_now"], record["ranks"]) == (3, 2)
