@@ -35,6 +35,8 @@ from cinefoley.utils import atomic_savez, stable_hash, write_run_record
 
 GUIDANCE = 4.5
 STEPS = 25
+#: generated sounds are kept as 16-bit PCM, the size of Diff-Foley's wav files: [-1, 1] on ±32767 steps
+PCM16_SCALE = 32767
 
 
 def dpm_solver(noise_schedule: dict, steps: int = STEPS) -> DPMSolverMultistepScheduler:
@@ -140,7 +142,8 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
     """Generate ``cfg.samples_per_clip`` sounds for every clip of ``features`` (clip id -> (T, 512)).
 
     Writes ``out_dir/shard_*.npz`` (keys ``clip_id``, ``sample``, ``mel`` (n, 128, N) float16,
-    ``wav`` (n, L) float32) and ``generation.json``; resumes by skipping finished shards.
+    ``wav`` (n, L) 16-bit PCM, :func:`to_pcm16`) and ``generation.json``; resumes by skipping finished
+    shards. At Diff-Foley's size (8.192 s: 131072 samples, a 128 × 512 mel) a sound takes 393 KB.
     """
     cfg = cfg or GenerationConfig()
     out_dir = Path(out_dir)
@@ -160,7 +163,7 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
         mels, wavs = sample_sounds(model, feats, [sample_seed(cfg.seed, cid, k) for cid, k in jobs], cfg,
                                    vocoder=vocoder)
         atomic_savez(path, clip_id=np.array([c for c, _ in jobs]), sample=np.array([k for _, k in jobs]),
-                     mel=mels.astype(np.float16), wav=wavs)
+                     mel=mels.astype(np.float16), wav=to_pcm16(wavs))
         done += 1
     done = sum(gather(done))
     if rank_world()[0] == 0:
@@ -171,15 +174,28 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
     return out_dir
 
 
+def to_pcm16(wavs: np.ndarray) -> np.ndarray:
+    """Waveforms as 16-bit PCM (int16), clipped to [-1, 1] as a 16-bit wav file holds them."""
+    return np.round(np.clip(wavs, -1.0, 1.0) * PCM16_SCALE).astype(np.int16)
+
+
 def read_generated(out_dir: str | Path) -> dict[str, np.ndarray]:
-    """All shards of a generated set, concatenated, sorted by (clip id, sample)."""
+    """All shards of a generated set, concatenated, sorted by (clip id, sample); ``wav`` float32 in [-1, 1]."""
     paths = sorted(Path(out_dir).glob("shard_*.npz"))
     if not paths:
         raise FileNotFoundError(f"{out_dir}: no generated shards")
-    parts = [dict(np.load(p)) for p in paths]
+    parts = [_read_shard(p) for p in paths]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((out["sample"], out["clip_id"]))
     return {k: v[order] for k, v in out.items()}
+
+
+def _read_shard(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        shard = dict(z)
+    if shard["wav"].dtype == np.int16:  # shards written before 16-bit storage hold float32 as it is
+        shard["wav"] = shard["wav"].astype(np.float32) / PCM16_SCALE
+    return shard
 
 
 def first_sample(generated: dict[str, np.ndarray], clip_id: str, sample: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -145,3 +145,20 @@ def test_two_gloo_ranks_write_the_shards_of_one_process(tmp_path):
             assert list(x) == list(y) and all(np.array_equal(x[k], y[k]) for k in x), a.name
     record = json.loads((tmp_path / "two" / "generation.json").read_text())["results"]
     assert (record["shards_written_now"], record["ranks"]) == (3, 2)
+
+
+class LoudVocoder:
+    """Waveforms from -2 to 2: beyond what a 16-bit wav holds."""
+
+    def __call__(self, mels):
+        return torch.linspace(-2, 2, 256).expand(len(mels), 256)
+
+
+def test_sounds_are_stored_as_16_bit_pcm_and_read_back_as_float(tmp_path):
+    cfg = GenerationConfig(samples_per_clip=1, steps=2, clips_per_shard=8)
+    out = generate_set(TinyLDM(), _features(2), tmp_path, cfg, vocoder=LoudVocoder(), progress=False)
+    with np.load(out / "shard_00000.npz") as z:
+        assert z["wav"].dtype == np.int16 and z["wav"].min() == -32767 and z["wav"].max() == 32767
+    wav = read_generated(out)["wav"]
+    assert wav.dtype == np.float32
+    np.testing.assert_allclose(wav[0], np.clip(np.linspace(-2, 2, 256), -1, 1), atol=0.5 / 32767 + 1e-7)
