@@ -136,6 +136,17 @@ def sample_sounds(model, feats: torch.Tensor, seeds: list[int], cfg: GenerationC
     return mels.numpy(), torch.cat(wavs).numpy()
 
 
+def window_features(features: dict[str, torch.Tensor], n_frames: int | None
+                    ) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
+    """The first ``n_frames`` of each clip's features (the generator's window; None: all of them), and the
+    clips too short for it as ``(clip id, reason)``."""
+    if n_frames is None:
+        return features, []
+    short = [(c, f"{len(f)} frames of features, fewer than the {n_frames}-frame window")
+             for c, f in features.items() if len(f) < n_frames]
+    return {c: f[:n_frames] for c, f in features.items() if len(f) >= n_frames}, short
+
+
 @torch.no_grad()
 def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, cfg: GenerationConfig | None = None,
                  *, vocoder=None, progress: bool = True) -> Path:

@@ -6,9 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +46,15 @@ def torchrun_cli(argv: list[str], *, nodes: int = 1, per_node: int = 2, timeout:
     for p, out in zip(launchers, outputs):
         assert p.returncode == 0, f"torchrun exited {p.returncode}:\n{out[-4000:]}"
     return "\n".join(outputs)
+
+
+@contextmanager
+def one_thread():
+    """This process computes on one thread, as each rank does (torchrun's OMP_NUM_THREADS=1): then the same
+    arithmetic as the ranks, to the bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

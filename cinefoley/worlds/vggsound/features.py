@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cinefoley.distill import read_feature
 from cinefoley.distributed import barrier, gather, my_share, rank_world
 from cinefoley.errors import MediaError
 from cinefoley.progress import progress_bar
@@ -187,3 +188,10 @@ def _gathered(report: FeatureReport, order: list[str]) -> FeatureReport:
                          existing=sum(p.existing for p in parts), failed=failed)
 
 
+def read_feature_dir(feature_dir: str | Path, clip_ids: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """``{clip id: (T, C)}`` of the files ``feature_dir/<clip_id>.npz`` there are, of ``clip_ids`` (None: all)."""
+    feature_dir = Path(feature_dir)
+    if clip_ids is None:
+        clip_ids = sorted(p.stem for p in feature_dir.glob("*.npz"))
+    paths = {c: feature_dir / f"{c}.npz" for c in clip_ids}
+    return {c: torch.from_numpy(read_feature(p)) for c, p in paths.items() if p.is_file()}
