@@ -21,9 +21,12 @@ T = TypeVar("T")
 
 
 def init_distributed() -> bool:
-    """Join a ``torchrun`` process group (gloo on CPU, nccl on CUDA); False when not launched by torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return dist.is_initialized()
+    """Join the ``torchrun`` process group (gloo on CPU, nccl on CUDA) unless in one already; whether in one
+    (False when not launched by torchrun)."""
+    if dist.is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
@@ -33,8 +36,9 @@ def init_distributed() -> bool:
 
 @contextmanager
 def process_group() -> Iterator[tuple[int, int]]:
-    """``(rank, world)`` inside a joined ``torchrun`` process group, left on exit; (0, 1) when not launched by it."""
-    joined = init_distributed()
+    """``(rank, world)`` inside the ``torchrun`` process group, which is left on exit if this call joined it;
+    (0, 1) when not launched by torchrun."""
+    joined = not dist.is_initialized() and init_distributed()
     try:
         yield rank_world()
     finally:
