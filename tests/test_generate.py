@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -119,6 +120,17 @@ def test_each_clip_and_sample_has_its_own_seed_whatever_the_subset(tmp_path):
     assert not np.allclose(subset["mel"][0], subset["mel"][1])  # two samples of one clip differ
 
 
+def assert_same_shards(one: Path, two: Path, *, count: int, wav_steps: int = 0) -> None:
+    """The same ``count`` shard files in both folders, with equal arrays (the 16-bit sounds within
+    ``wav_steps`` steps)."""
+    names = sorted(p.name for p in one.glob("shard_*.npz"))
+    assert sorted(p.name for p in two.glob("shard_*.npz")) == names and len(names) == count
+    for name in names:
+        with np.load(one / name) as x, np.load(two / name) as y:
+            assert list(x) == list(y) and all(np.array_equal(x[k], y[k]) for k in ("clip_id", "sample", "mel"))
+            assert np.abs(x["wav"].astype(int) - y["wav"]).max() <= wav_steps, name
+
+
 def _generate_on_rank(rank, world, port, out_dir, cfg):
     import torch.distributed as dist
 
@@ -135,11 +147,7 @@ def test_two_gloo_ranks_write_the_shards_of_one_process(tmp_path):
     with one_thread():
         generate_set(TinyLDM(), _features(), tmp_path / "one", cfg, vocoder=CountingVocoder(), progress=False)
     mp.spawn(_generate_on_rank, args=(2, free_port(), str(tmp_path / "two"), cfg), nprocs=2, join=True)
-    one, two = sorted((tmp_path / "one").glob("shard_*.npz")), sorted((tmp_path / "two").glob("shard_*.npz"))
-    assert [p.name for p in two] == [p.name for p in one] and len(one) == 3
-    for a, b in zip(one, two):
-        with np.load(a) as x, np.load(b) as y:
-            assert list(x) == list(y) and all(np.array_equal(x[k], y[k]) for k in x), a.name
+    assert_same_shards(tmp_path / "one", tmp_path / "two", count=3)
     record = json.loads((tmp_path / "two" / "generation.json").read_text())["results"]
     assert (record["shards_written_now"], record["ranks"]) == (3, 2)
 
@@ -189,12 +197,7 @@ def test_cli_under_torchrun_writes_the_shards_of_one_process(tmp_path):
         assert cli_main(argv(tmp_path / "one")) == 0
     printed = torchrun_cli(argv(tmp_path / "two"))
     assert printed.count("3 clips x 1 sounds") == 1 and "2 clips left out" in printed
-    one, two = sorted((tmp_path / "one").glob("shard_*.npz")), sorted((tmp_path / "two").glob("shard_*.npz"))
-    assert [p.name for p in two] == [p.name for p in one] and len(one) == 3
-    for a, b in zip(one, two):
-        with np.load(a) as x, np.load(b) as y:
-            assert list(x) == list(y) and all(np.array_equal(x[k], y[k]) for k in ("clip_id", "sample", "mel"))
-            # Griffin-Lim's FFTs round differently in another process: one 16-bit step at most (measured)
-            assert np.abs(x["wav"].astype(int) - y["wav"]).max() <= 1, a.name
+    # Griffin-Lim's FFTs round differently in another process: one 16-bit step at most (measured)
+    assert_same_shards(tmp_path / "one", tmp_path / "two", count=3, wav_steps=1)
     left_out = dict(json.loads((tmp_path / "two" / "left_out.json").read_text()))
     assert sorted(left_out) == ["clip3", "nofeat"] and "fewer than the 8-frame window" in left_out["clip3"]
