@@ -141,6 +141,7 @@ def _generate_on_rank(rank, world, port, out_dir, cfg):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_write_the_shards_of_one_process(tmp_path):
     """Rank r writes shards r, r + 2, …: together the files one process writes, each shard once."""
     cfg = GenerationConfig(samples_per_clip=2, steps=3, clips_per_shard=2, batch_size=3)
