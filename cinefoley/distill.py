@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,6 +44,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from cinefoley.distributed import barrier, gather, rank_world
 from cinefoley.progress import progress_bar
 from cinefoley.utils import atomic_savez, atomic_torch_save, atomic_write_bytes, stable_hash, write_run_record
 from cinefoley.variations import VariationSampler, apply, apply_batch
@@ -220,12 +220,6 @@ class InMemoryPairs:
 # ---------------------------------------------------------------------------------------------
 # the loop
 
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def epoch_order(cfg: DistillConfig, epoch: int, n: int) -> torch.Tensor:
     """The clip order of an epoch: a permutation seeded by (seed, epoch), the same on every rank."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(stable_hash("order", cfg.seed, epoch)))
@@ -279,7 +273,7 @@ def student_step(model: nn.Module, opt: torch.optim.Optimizer, batch: PairBatch,
 
     Returns the global batch's mean L_p, or None when no rank had a usable clip (then nobody steps).
     """
-    _, world = _rank_world()
+    _, world = rank_world()
     count = torch.tensor([float(len(batch))], device=cfg.device)
     if world > 1:
         dist.all_reduce(count)
@@ -328,7 +322,7 @@ def train_student(teacher: nn.Module, source: PairSource, out_dir: str | Path, c
     cfg = cfg or DistillConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rank, world = _rank_world()
+    rank, world = rank_world()
     started = time.time()
     teacher = teacher.to(cfg.device).eval().requires_grad_(False)
     ckpt_path = out_dir / "checkpoint.pt"
@@ -340,6 +334,9 @@ def train_student(teacher: nn.Module, source: PairSource, out_dir: str | Path, c
     global_step = epoch * steps_per_epoch + step
 
     def save_checkpoint():
+        # a clip fails on the rank that decodes it: every rank's failures go into rank 0's list
+        for failed in gather(unusable):
+            unusable.update(failed)
         if rank == 0:
             save_student_checkpoint(ckpt_path, student, opt, cfg, epoch, step, history)
             atomic_write_bytes(out_dir / "unusable.csv", pd.DataFrame(
@@ -398,7 +395,7 @@ def distill(teacher: nn.Module, videos: torch.Tensor, clip_ids: list[str], out_d
     reference path. See :func:`train_student` for what ``out_dir`` receives.
     """
     cfg = cfg or DistillConfig()
-    rank, world = _rank_world()
+    rank, world = rank_world()
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} does not split over {world} ranks")
     if teacher_targets not in ("cached", "forward"):
@@ -407,22 +404,10 @@ def distill(teacher: nn.Module, videos: torch.Tensor, clip_ids: list[str], out_d
     if teacher_targets == "cached":
         if rank == 0:
             cache_teacher_features(teacher, videos, clip_ids, feature_dir, device=cfg.device, progress=progress)
-        if world > 1:
-            dist.barrier()
+        barrier()
     source = InMemoryPairs(videos, clip_ids, feature_dir, batched_variations=batched_variations,
                            teacher=teacher.to(cfg.device).eval() if teacher_targets == "forward" else None)
     return train_student(teacher, source, out_dir, cfg, progress=progress)
-
-
-def init_distributed() -> bool:
-    """Join a ``torchrun`` process group (gloo on CPU, nccl on CUDA); False when not launched by torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ Diff-Foley LDM (:mod:`cinefoley.models.ldm`) both are.
 :func:`generate_set` writes a whole test set in shards (``shard_00000.npz`` … holding the clip
 ids, sample indices, mels and waveforms of a fixed group of clips). A shard is written atomically
 once complete, and a rerun skips the shards that exist, so a killed run resumes with neither
-duplicates nor half-written files.
+duplicates nor half-written files. Under ``torchrun`` rank r writes shards r, r + W, …; a shard's
+sounds depend on its clips and their seeds alone, so any number of ranks writes the same shards.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
+from cinefoley.distributed import barrier, gather, my_share, rank_world
 from cinefoley.progress import progress_bar
 from cinefoley.media.vocoder import GriffinLimVocoder
 from cinefoley.utils import atomic_savez, stable_hash, write_run_record
 
 GUIDANCE = 4.5
 STEPS = 25
+#: generated sounds are kept as 16-bit PCM, the size of Diff-Foley's wav files: [-1, 1] on ±32767 steps
+PCM16_SCALE = 32767
 
 
 def dpm_solver(noise_schedule: dict, steps: int = STEPS) -> DPMSolverMultistepScheduler:
@@ -132,13 +136,25 @@ def sample_sounds(model, feats: torch.Tensor, seeds: list[int], cfg: GenerationC
     return mels.numpy(), torch.cat(wavs).numpy()
 
 
+def window_features(features: dict[str, torch.Tensor], n_frames: int | None
+                    ) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
+    """The first ``n_frames`` of each clip's features (the generator's window; None: all of them), and the
+    clips too short for it as ``(clip id, reason)``."""
+    if n_frames is None:
+        return features, []
+    short = [(c, f"{len(f)} frames of features, fewer than the {n_frames}-frame window")
+             for c, f in features.items() if len(f) < n_frames]
+    return {c: f[:n_frames] for c, f in features.items() if len(f) >= n_frames}, short
+
+
 @torch.no_grad()
 def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, cfg: GenerationConfig | None = None,
                  *, vocoder=None, progress: bool = True) -> Path:
     """Generate ``cfg.samples_per_clip`` sounds for every clip of ``features`` (clip id -> (T, 512)).
 
     Writes ``out_dir/shard_*.npz`` (keys ``clip_id``, ``sample``, ``mel`` (n, 128, N) float16,
-    ``wav`` (n, L) float32) and ``generation.json``; resumes by skipping finished shards.
+    ``wav`` (n, L) 16-bit PCM, :func:`to_pcm16`) and ``generation.json``; resumes by skipping finished
+    shards. At Diff-Foley's size (8.192 s: 131072 samples, a 128 × 512 mel) a sound takes 393 KB.
     """
     cfg = cfg or GenerationConfig()
     out_dir = Path(out_dir)
@@ -148,8 +164,8 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
     clip_ids = sorted(features)
     shards = [clip_ids[i:i + cfg.clips_per_shard] for i in range(0, len(clip_ids), cfg.clips_per_shard)]
     done = 0
-    for s, shard_ids in enumerate(progress_bar(shards, desc=f"generate {out_dir.parent.name}/{out_dir.name}",
-                                       disable=not progress)):
+    for s, shard_ids in progress_bar(my_share(list(enumerate(shards))), disable=not progress or rank_world()[0] != 0,
+                                     desc=f"generate {out_dir.parent.name}/{out_dir.name}"):
         path = out_dir / f"shard_{s:05d}.npz"
         if path.exists():
             continue
@@ -158,23 +174,39 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
         mels, wavs = sample_sounds(model, feats, [sample_seed(cfg.seed, cid, k) for cid, k in jobs], cfg,
                                    vocoder=vocoder)
         atomic_savez(path, clip_id=np.array([c for c, _ in jobs]), sample=np.array([k for _, k in jobs]),
-                     mel=mels.astype(np.float16), wav=wavs)
+                     mel=mels.astype(np.float16), wav=to_pcm16(wavs))
         done += 1
-    write_run_record(out_dir, config=cfg, results={"clips": len(clip_ids), "shards": len(shards),
-                                                   "shards_written_now": done}, name="generation.json",
-                     started=started)
+    done = sum(gather(done))
+    if rank_world()[0] == 0:
+        write_run_record(out_dir, config=cfg, name="generation.json", started=started,
+                         results={"clips": len(clip_ids), "shards": len(shards), "shards_written_now": done,
+                                  "ranks": rank_world()[1]})
+    barrier()  # every shard exists on return, on every rank
     return out_dir
 
 
+def to_pcm16(wavs: np.ndarray) -> np.ndarray:
+    """Waveforms as 16-bit PCM (int16), clipped to [-1, 1] as a 16-bit wav file holds them."""
+    return np.round(np.clip(wavs, -1.0, 1.0) * PCM16_SCALE).astype(np.int16)
+
+
 def read_generated(out_dir: str | Path) -> dict[str, np.ndarray]:
-    """All shards of a generated set, concatenated, sorted by (clip id, sample)."""
+    """All shards of a generated set, concatenated, sorted by (clip id, sample); ``wav`` float32 in [-1, 1]."""
     paths = sorted(Path(out_dir).glob("shard_*.npz"))
     if not paths:
         raise FileNotFoundError(f"{out_dir}: no generated shards")
-    parts = [dict(np.load(p)) for p in paths]
+    parts = [_read_shard(p) for p in paths]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((out["sample"], out["clip_id"]))
     return {k: v[order] for k, v in out.items()}
+
+
+def _read_shard(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        shard = dict(z)
+    if shard["wav"].dtype == np.int16:  # shards written before 16-bit storage hold float32 as it is
+        shard["wav"] = shard["wav"].astype(np.float32) / PCM16_SCALE
+    return shard
 
 
 def first_sample(generated: dict[str, np.ndarray], clip_id: str, sample: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,12 @@
 """Self-distillation: the loss against its definition, the feature cache, k, resuming, DDP on CPU."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torchrun import free_port
 
 from cinefoley.distill import (DistillConfig, cache_teacher_features, distill, distill_loss, load_features)
 from cinefoley.models.cinetoy.encoders import ToyVideoEncoder, ToyVideoEncoderConfig
@@ -114,12 +114,6 @@ def test_naive_path_gives_the_same_training_signal(tmp_path):
         torch.testing.assert_close(v, naive.state_dict()[k], atol=2e-4, rtol=1e-3)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, out_dir):
     import torch.distributed as dist
 
@@ -133,7 +127,7 @@ def _ddp_worker(rank, world, port, out_dir):
 
 @pytest.mark.slow
 def test_ddp_with_two_gloo_processes_matches_one_process(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
     videos, ids = clips(8)
     single, _ = distill(small_teacher(), videos, ids, tmp_path / "single",
                         DistillConfig(epochs=2, batch_size=4, k=1.0), progress=False)

@@ -13,11 +13,14 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def commands(page: Path) -> list[str]:
-    """Every ``cinefoley ...`` line of the page's bash blocks, continuation lines joined."""
+    """Every ``cinefoley ...`` line of the page's bash blocks, continuation lines joined; of a ``torchrun ...
+    --no-python cinefoley ...`` line, its ``cinefoley ...`` part."""
     found = []
     for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.strip()
+            if line.startswith("torchrun ") and " --no-python cinefoley " in line:
+                line = line.split(" --no-python ", 1)[1]
             if line.startswith("cinefoley "):
                 found.append(line)
     return found

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from diff_foley_files import CAVP_SMALL, save_cavp_file, small_cavp
+from torchrun import torchrun_cli
 
 from cinefoley.testsets import load_params
 from cinefoley.worlds.vggsound.manifest import build_manifest
@@ -96,15 +97,21 @@ def test_testsets_cache_frame_sizes_and_report_unreadable_videos(dataset, monkey
     assert raw["youtube_id"].tolist() == ["land-scape", "port_rait", "square", "garbage"]  # written back as read
 
 
+def features_argv(root: Path, out: Path, manifest: Path) -> list[str]:
+    """``cinefoley vggsound features`` of ``manifest`` and the CU/CM test manifests with the small CAVP."""
+    sets = root / "testsets"
+    return ["vggsound", "features", "--manifest", str(manifest), "--variation-manifest", str(sets / "test_cu.csv"),
+            str(sets / "test_cm.csv"), "--cavp", str(root / "cavp_epoch66.ckpt"),
+            "--cavp-stage-blocks", *map(str, CAVP_SMALL["stage_blocks"]),
+            "--cavp-base-channels", str(CAVP_SMALL["base_channels"]), "--out", str(out), "--device", "cpu",
+            "--workers", "2"]
+
+
 def test_features_layout_values_and_resume(dataset, tmp_path):
     root, cavp = dataset
     out = tmp_path / "feats"
     sets = root / "testsets"
-    argv = ["vggsound", "features", "--manifest", str(sets / "test_original.csv"), "--variation-manifest",
-            str(sets / "test_cu.csv"), str(sets / "test_cm.csv"), "--cavp", str(root / "cavp_epoch66.ckpt"),
-            "--cavp-stage-blocks", *map(str, CAVP_SMALL["stage_blocks"]),
-            "--cavp-base-channels", str(CAVP_SMALL["base_channels"]), "--out", str(out), "--device", "cpu",
-            "--workers", "2"]
+    argv = features_argv(root, out, sets / "test_original.csv")
     assert cli(*argv) == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz"))
     ids = sorted(f"{y}_{s:06d}" for y, s, _ in VIDEOS)
@@ -130,7 +137,27 @@ def test_features_layout_values_and_resume(dataset, tmp_path):
     assert (out / "cm" / f"{ids[0]}.npz").exists()
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.exists() and "cm/" + ids[0] not in str(p))
     report = pd.read_json(out / "features_run.json", typ="series")
-    assert report["results"] == {"written": 1, "existing": 8, "failed": 0}
+    assert report["results"] == {"written": 1, "existing": 8, "failed": 0, "ranks": 1}
+
+
+def feature_files(out: Path) -> dict[str, np.ndarray]:
+    return {p.relative_to(out).as_posix(): np.load(p)["feat"] for p in sorted(out.rglob("*.npz"))}
+
+
+@pytest.mark.slow
+def test_features_under_torchrun_are_the_files_of_one_process(dataset, tmp_path):
+    """2 gloo ranks write the files one process writes; the unreadable clip (4th of the manifest: rank 1's)
+    is listed once, by rank 0, with every rank's counts."""
+    root, _ = dataset
+    assert cli(*features_argv(root, tmp_path / "one", root / "manifest.csv")) == 0
+    printed = torchrun_cli(features_argv(root, tmp_path / "two", root / "manifest.csv"))
+    assert printed.count("9 feature files written, 0 already there, 1 clips unreadable") == 1
+    one, two = feature_files(tmp_path / "one"), feature_files(tmp_path / "two")
+    assert list(two) == list(one) and len(one) == 9
+    for name, feat in one.items():  # ranks run one thread each, this process more: float rounding apart
+        np.testing.assert_allclose(two[name], feat, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert (tmp_path / "two" / "unreadable.csv").read_text() == (tmp_path / "one" / "unreadable.csv").read_text()
+    assert pd.read_json(tmp_path / "two" / "features_run.json", typ="series")["results"]["ranks"] == 2
 
 
 def test_features_probe_lengths_and_skip_unreadable_videos(dataset, tmp_path):

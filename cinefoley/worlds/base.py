@@ -41,7 +41,8 @@ from torch import nn
 
 from cinefoley.distill import MAIN_RUN, PAPER_RUNS, DistillConfig
 from cinefoley.errors import MediaError
-from cinefoley.generate import GenerationConfig, generate_set, read_generated, sample_sounds, sample_seed
+from cinefoley.generate import (GenerationConfig, generate_set, read_generated, sample_sounds, sample_seed,
+                                window_features)
 from cinefoley.media.audio import load_audio, mel_spectrogram
 from cinefoley.media.video import load_video, write_video
 from cinefoley.metrics.referees import Referees
@@ -274,12 +275,7 @@ class World(ABC):
 
     def window(self, features: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
         """The generator's window of each clip's features (``gen_frames``), and the clips too short for it."""
-        n = self.settings.gen_frames
-        if n is None:
-            return features, []
-        short = [(c, f"{len(f)} frames of features, fewer than the {n}-frame window") for c, f in features.items()
-                 if len(f) < n]
-        return {c: f[:n] for c, f in features.items() if len(f) >= n}, short
+        return window_features(features, self.settings.gen_frames)
 
     def generate(self, system: str, kind: str, *, progress: bool = True) -> Path:
         """Generate test set ``kind`` from ``system``'s features into ``generated/<system>/<kind>`` (resumes)."""

@@ -1,8 +1,10 @@
 """``cinefoley vggsound ...``: the real tier's steps as commands, for runs outside the notebooks.
 
 ``manifest`` (the clips of the CSV whose videos you have), ``testsets`` (VGGSound / VGG-CU / VGG-CM
-manifests), ``features`` (CAVP features once per clip) and ``distill`` (streamed self-distillation).
-Heavy modules are imported when a command runs, so ``cinefoley --help`` stays quick.
+manifests), ``features`` (CAVP features once per clip), ``distill`` (streamed self-distillation) and
+``generate`` (sound from features with Diff-Foley's LDM). ``features``, ``distill`` and ``generate`` run
+under ``torchrun`` as they are, one rank per GPU (:mod:`cinefoley.distributed`). Heavy modules are
+imported when a command runs, so ``cinefoley --help`` stays quick.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def _device_default() -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``vggsound {manifest,testsets,features,distill}``."""
+    """Add ``vggsound {manifest,testsets,features,distill,generate}``."""
     p = subparsers.add_parser("vggsound", help="the real tier: VGGSound manifests, VGG-CU/CM, features, distillation")
     sub = p.add_subparsers(dest="vggsound_command", required=True)
 
@@ -82,6 +84,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
     d.add_argument("--device", help="default: cuda when available, else cpu")
     d.set_defaults(func=_run_distill)
+
+    g = sub.add_parser("generate", help="sound from CAVP features with Diff-Foley's LDM, in resumable shards")
+    g.add_argument("--features", required=True, help="feature folder (<clip_id>.npz), e.g. FEATURES/cu for VGG-CU")
+    g.add_argument("--manifest", help="only this manifest's clips (e.g. test_original.csv: the teacher's folder "
+                                      "holds every clip's features)")
+    g.add_argument("--ldm", required=True, help="a ldm_epoch240.ckpt-format file")
+    g.add_argument("--model-options", metavar="JSON", help='loader keywords, e.g. {"ldm": {...}} (inline or a file)')
+    g.add_argument("--out", required=True, help="folder for shard_*.npz and generation.json")
+    g.add_argument("--samples", type=int, default=10, help="sounds per clip (the paper: 10)")
+    g.add_argument("--steps", type=int, default=25, help="DPM-Solver++ steps")
+    g.add_argument("--seed", type=int, default=0, help="seeds are drawn per (seed, clip, sample)")
+    g.add_argument("--window", type=int, default=32, help="4-fps frames per sound (32: Diff-Foley's 8.192 s)")
+    g.add_argument("--batch-size", type=int, default=32, help="sounds per generator batch")
+    g.add_argument("--clips-per-shard", type=int, default=16)
+    g.add_argument("--griffin-lim-iters", type=int, default=32, help="vocoder iterations")
+    g.add_argument("--device", help="default: cuda when available, else cpu")
+    g.set_defaults(func=_run_generate)
     return p
 
 
@@ -107,29 +126,68 @@ def _run_testsets(args: argparse.Namespace) -> int:
 
 
 def _run_features(args: argparse.Namespace) -> int:
+    from cinefoley.distributed import process_group, rank_device
     from cinefoley.worlds.vggsound.features import extract_features
 
-    encoder = _load_teacher(args).to(args.device or _device_default())
-    print(extract_features(args.manifest, encoder, args.out, variation_manifests=args.variation_manifest,
-                           max_frames=args.max_frames, workers=args.workers))
+    with process_group() as (rank, _):
+        encoder = _load_teacher(args).to(rank_device(args.device or _device_default()))
+        report = extract_features(args.manifest, encoder, args.out, variation_manifests=args.variation_manifest,
+                                  max_frames=args.max_frames, workers=args.workers)
+    if rank == 0:
+        print(report)
     return 0
 
 
 def _run_distill(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from cinefoley.distributed import process_group, rank_device
     from cinefoley.worlds.vggsound.stream import StreamDistillConfig, distill_vggsound
 
-    cfg = StreamDistillConfig(variation=args.variation, k=args.k, a1=args.a1, a2=args.a2, epochs=args.epochs,
-                              batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              device=args.device or _device_default(), checkpoint_every=args.checkpoint_every,
-                              max_steps=args.max_steps, split=None if args.split == "all" else args.split,
-                              n_frames=args.n_frames, num_workers=args.workers)
-    _, history = distill_vggsound(_load_teacher(args), args.manifest, args.features, args.out, cfg)
-    out = Path(args.out)
-    unusable = len(pd.read_csv(out / "unusable.csv"))
-    done = (out / "student_state.pt").exists()
-    last = history["step_loss"][-1] if history["step_loss"] else float("nan")
-    print(f"{'finished' if done else 'stopped'} after {len(history['step_loss'])} steps, last L_p {last:.4f}; "
-          f"{unusable} clips skipped (listed in {out / 'unusable.csv'}); run in {out}")
+    with process_group() as (rank, world):
+        cfg = StreamDistillConfig(variation=args.variation, k=args.k, a1=args.a1, a2=args.a2, epochs=args.epochs,
+                                  batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                  device=rank_device(args.device or _device_default()),
+                                  checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+                                  split=None if args.split == "all" else args.split, n_frames=args.n_frames,
+                                  num_workers=args.workers)
+        _, history = distill_vggsound(_load_teacher(args), args.manifest, args.features, args.out, cfg)
+    if rank == 0:
+        out = Path(args.out)
+        unusable = len(pd.read_csv(out / "unusable.csv"))
+        done = (out / "student_state.pt").exists()
+        last = history["step_loss"][-1] if history["step_loss"] else float("nan")
+        print(f"{'finished' if done else 'stopped'} after {len(history['step_loss'])} steps on {world} rank(s), "
+              f"last L_p {last:.4f}; {unusable} clips skipped (listed in {out / 'unusable.csv'}); run in {out}")
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from cinefoley.distributed import process_group, rank_device
+    from cinefoley.generate import GenerationConfig, generate_set, window_features
+    from cinefoley.models.ldm import load_ldm
+    from cinefoley.own_cli import model_options
+    from cinefoley.utils import atomic_write_json
+    from cinefoley.worlds.vggsound.features import read_feature_dir
+    from cinefoley.worlds.vggsound.manifest import read_rows
+
+    clip_ids = read_rows(Path(args.manifest))[0]["clip_id"].tolist() if args.manifest else None
+    feats = read_feature_dir(args.features, clip_ids)
+    missing = [(c, f"no feature file {Path(args.features) / c}.npz") for c in clip_ids or [] if c not in feats]
+    feats, short = window_features(feats, args.window)
+    left_out = missing + short
+    if not feats:
+        raise SystemExit(f"{args.features}: no clip with features for a {args.window}-frame window "
+                         f"({len(left_out)} left out, e.g. {left_out[:1]})")
+    cfg = GenerationConfig(samples_per_clip=args.samples, steps=args.steps, seed=args.seed,
+                           batch_size=args.batch_size, clips_per_shard=args.clips_per_shard,
+                           griffin_lim_iters=args.griffin_lim_iters)
+    with process_group() as (rank, _):
+        model = load_ldm(args.ldm, **model_options(args.model_options).get("ldm", {}))
+        out = generate_set(model.to(rank_device(args.device or _device_default())), feats, args.out, cfg)
+    if rank == 0:
+        if left_out:
+            atomic_write_json(out / "left_out.json", left_out)
+        print(f"{len(feats)} clips x {args.samples} sounds in {out}; {len(left_out)} clips left out"
+              + (f" (listed in {out / 'left_out.json'})" if left_out else ""))
     return 0

@@ -5,7 +5,9 @@
 manifests, CAVP(x_v^f) of the varied clips under ``<variation>/<clip_id>.npz``. A clip is decoded once
 (4 fps, native resolution) for all its outputs; a variation is applied to those frames at native
 resolution and the result squash-resized to 224 like any clip. Existing files are skipped, so a killed
-run resumes; unreadable videos are skipped and listed in ``unreadable.csv``.
+run resumes; unreadable videos are skipped and listed in ``unreadable.csv``. Under ``torchrun`` rank r
+encodes clips r, r + W, … of the manifests (each file is one clip's alone, so any number of ranks
+writes the same files) and rank 0 lists the unreadable clips of all ranks.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cinefoley.progress import progress_bar
+from cinefoley.distill import read_feature
+from cinefoley.distributed import barrier, gather, my_share, rank_world
 from cinefoley.errors import MediaError
+from cinefoley.progress import progress_bar
 from cinefoley.media.video import load_video
 from cinefoley.testsets import load_params
 from cinefoley.utils import atomic_savez, write_run_record
@@ -137,7 +141,7 @@ def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
     report = FeatureReport(out_dir)
     clips = _plan(Path(manifest), [Path(v) for v in variation_manifests], out_dir)
     todo = []
-    for clip in clips.values():
+    for clip in my_share(list(clips.values())):
         missing = [(p, v) for p, v in clip.targets if not p.exists()]
         report.existing += len(clip.targets) - len(missing)
         if missing:
@@ -146,7 +150,7 @@ def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
 
     decode = partial(_decode, fps=fps, max_frames=max_frames)
     for clip, video in progress_bar(_prefetch(decode, todo, workers), total=len(todo), desc="CAVP features",
-                            disable=not progress or not todo):
+                                    disable=not progress or not todo or rank_world()[0] != 0):
         try:
             if isinstance(video, Exception):
                 raise video
@@ -164,11 +168,30 @@ def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
             reason = e.reason if isinstance(e, MediaError) else str(e)
             report.failed.append({"clip_id": clip.clip_id, "video_path": str(clip.video), "reason": reason})
 
-    write_csv(report.unreadable, pd.DataFrame(report.failed, columns=UNREADABLE_COLUMNS))
-    write_run_record(out_dir, name="features_run.json", started=started,
-                     config={"manifest": str(manifest), "variation_manifests": [str(v) for v in variation_manifests],
-                             "fps": fps, "max_frames": max_frames},
-                     results={"written": report.written, "existing": report.existing, "failed": len(report.failed)})
+    report = _gathered(report, order=list(clips))
+    if rank_world()[0] == 0:
+        write_csv(report.unreadable, pd.DataFrame(report.failed, columns=UNREADABLE_COLUMNS))
+        write_run_record(out_dir, name="features_run.json", started=started,
+                         config={"manifest": str(manifest), "fps": fps, "max_frames": max_frames,
+                                 "variation_manifests": [str(v) for v in variation_manifests]},
+                         results={"written": report.written, "existing": report.existing,
+                                  "failed": len(report.failed), "ranks": rank_world()[1]})
+    barrier()  # the list of unreadable clips exists on return, on every rank
     return report
 
 
+def _gathered(report: FeatureReport, order: list[str]) -> FeatureReport:
+    """Every rank's report summed into one, failures in manifest order (as one process lists them)."""
+    parts, position = gather(report), {cid: i for i, cid in enumerate(order)}
+    failed = sorted((f for p in parts for f in p.failed), key=lambda f: position[f["clip_id"]])
+    return FeatureReport(report.out_dir, written=sum(p.written for p in parts),
+                         existing=sum(p.existing for p in parts), failed=failed)
+
+
+def read_feature_dir(feature_dir: str | Path, clip_ids: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """``{clip id: (T, C)}`` of the files ``feature_dir/<clip_id>.npz`` there are, of ``clip_ids`` (None: all)."""
+    feature_dir = Path(feature_dir)
+    if clip_ids is None:
+        clip_ids = sorted(p.stem for p in feature_dir.glob("*.npz"))
+    paths = {c: feature_dir / f"{c}.npz" for c in clip_ids}
+    return {c: torch.from_numpy(read_feature(p)) for c, p in paths.items() if p.is_file()}

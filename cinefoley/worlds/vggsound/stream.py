@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cinefoley.distill import DistillConfig, PairBatch, as_frames, read_feature, train_student
+from cinefoley.distributed import barrier, rank_world
 from cinefoley.errors import MediaError
 from cinefoley.media.video import load_video
 from cinefoley.models.cavp import INPUT_SIZE, squash_resize
@@ -185,7 +186,9 @@ def distill_vggsound(teacher: nn.Module, manifest: str | Path, feature_dir: str 
         raise ValueError(f"{manifest}: no clip to train on; all {len(skipped)} were unreadable at feature extraction")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _note_skipped(out_dir / "unusable.csv", skipped)
+    if rank_world()[0] == 0:
+        _note_skipped(out_dir / "unusable.csv", skipped)
+    barrier()  # train_student reads that list on every rank
     return train_student(teacher, StreamedPairs(clips, cfg), out_dir, cfg, progress=progress,
                          record={"manifest": str(manifest), "feature_dir": str(feature_dir),
                                  "skipped_before": len(skipped)})

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cinefoley.distill import DistillConfig, read_feature
+from cinefoley.distill import DistillConfig
 from cinefoley.errors import CheckpointError
 from cinefoley.media.clips import read_manifest
 from cinefoley.media.video import load_video, resize
@@ -47,7 +47,7 @@ from cinefoley.models.vggish import load_vggish
 from cinefoley.testsets import load_params
 from cinefoley.variations import apply
 from cinefoley.worlds.base import RunSettings, World
-from cinefoley.worlds.vggsound.features import extract_features
+from cinefoley.worlds.vggsound.features import extract_features, read_feature_dir
 from cinefoley.worlds.vggsound.manifest import build_manifest
 from cinefoley.worlds.vggsound.stream import StreamDistillConfig, distill_vggsound
 from cinefoley.worlds.vggsound.testsets import build_vggsound_testsets
@@ -214,7 +214,7 @@ class VGGSoundWorld(World):
             extract_features(self.out / "testsets" / "test_original.csv", self.encoder(system), folder,
                              variation_manifests=[self.out / "testsets" / f"test_{k}.csv" for k in ("cu", "cm")],
                              workers=self.num_workers, progress=False)
-        feats = {c: torch.from_numpy(read_feature(sub / f"{c}.npz")) for c in ids if (sub / f"{c}.npz").exists()}
+        feats = read_feature_dir(sub, ids)
         if not feats:
             raise ValueError(f"{sub}: no features of any {kind} test clip (all unreadable? see {folder / 'unreadable.csv'})")
         self._features[(system, kind)] = feats
