@@ -1,7 +1,8 @@
 """``cinefoley vggsound ...``: the real tier's steps as commands, for runs outside the notebooks.
 
-``manifest`` (the clips of the CSV whose videos you have), ``testsets`` (VGGSound / VGG-CU / VGG-CM
-manifests), ``features`` (CAVP features once per clip) and ``distill`` (streamed self-distillation).
+``manifest`` (the clips of the CSV whose videos you have), ``frames`` (the 4-fps frame store, decoded once),
+``testsets`` (VGGSound / VGG-CU / VGG-CM manifests), ``features`` (CAVP features once per clip) and
+``distill`` (streamed self-distillation). ``--frames STORE`` makes the later steps read the store.
 Heavy modules are imported when a command runs, so ``cinefoley --help`` stays quick.
 """
 
@@ -27,7 +28,7 @@ def _device_default() -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``vggsound {manifest,testsets,features,distill}``."""
+    """Add ``vggsound {manifest,frames,testsets,features,distill}``."""
     p = subparsers.add_parser("vggsound", help="the real tier: VGGSound manifests, VGG-CU/CM, features, distillation")
     sub = p.add_subparsers(dest="vggsound_command", required=True)
 
@@ -38,6 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     m.add_argument("--split", choices=SPLITS, help="keep only this split (official file) / the list's split")
     m.add_argument("--format", dest="fmt", choices=("auto", "official", "list"), default="auto")
     m.set_defaults(func=_run_manifest)
+
+    fr = sub.add_parser("frames", help="decode every clip once into a 4-fps frame store (WebDataset JPEG shards)")
+    fr.add_argument("--manifest", required=True, help="manifest from `cinefoley vggsound manifest`")
+    fr.add_argument("--out", required=True, help="store folder (frames-*.tar, their indexes, store.json)")
+    fr.add_argument("--workers", type=int, default=4, help="processes, each writing one shard at a time")
+    fr.add_argument("--clips-per-shard", type=int, default=64)
+    fr.set_defaults(func=_run_frames)
 
     t = sub.add_parser("testsets", help="write the VGGSound / VGG-CU / VGG-CM test manifests")
     t.add_argument("--manifest", required=True, help="manifest from `cinefoley vggsound manifest` (frame sizes "
@@ -95,6 +103,13 @@ def _run_manifest(args: argparse.Namespace) -> int:
     from cinefoley.worlds.vggsound.manifest import build_manifest
 
     print(build_manifest(args.csv, args.video_dir, args.out, split=args.split, fmt=args.fmt))
+    return 0
+
+
+def _run_frames(args: argparse.Namespace) -> int:
+    from cinefoley.worlds.vggsound.frames import write_frame_store
+
+    print(write_frame_store(args.manifest, args.out, workers=args.workers, clips_per_shard=args.clips_per_shard))
     return 0
 
 

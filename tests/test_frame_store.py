@@ -1,0 +1,90 @@
+"""The 4-fps frame store: written once from a manifest, resumable, and read back as the mp4 path reads."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from cinefoley.errors import MediaError
+from cinefoley.media.video import load_video
+from cinefoley.models.cavp import squash_resize
+from cinefoley.worlds.vggsound.frames import JPEG_TOLERANCE, FrameStore, shard_name, write_frame_store
+from tests.synthetic_vggsound import FRAMES_4FPS, GARBAGE, clip_ids, write_vggsound
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vgg")
+    manifest = write_vggsound(root)
+    report = write_frame_store(manifest, root / "store", workers=2, clips_per_shard=3, progress=False)
+    return manifest, root / "store", report
+
+
+def test_store_lists_clips_sizes_and_unreadable_videos(made):
+    manifest, store, report = made
+    summary = json.loads((store / "store.json").read_text())
+    assert summary["clips"] == len(clip_ids()) and summary["shards"] == 3  # 7 rows, 3 per shard
+    assert summary["frames"] == FRAMES_4FPS * len(clip_ids())
+    assert summary["bytes_per_clip"] == pytest.approx(summary["bytes"] / summary["clips"])
+    assert summary["vggsound_extrapolated_bytes"] == pytest.approx(summary["bytes_per_clip"] * 199_000)
+    unreadable = pd.read_csv(store / "unreadable.csv")
+    assert list(unreadable["clip_id"]) == [f"{GARBAGE[0]}_{GARBAGE[1]:06d}"]
+    assert "unreadable" in str(report)
+
+
+def test_shards_are_plain_webdataset_samples_with_the_manifest_metadata(made):
+    import webdataset as wds
+
+    _, store, _ = made
+    samples = list(wds.WebDataset(str(store / shard_name(0)), shardshuffle=False))
+    rows = pd.read_csv(made[0], dtype=str, keep_default_na=False).head(3)
+    assert [s["__key__"] for s in samples] == list(rows["clip_id"])
+    meta = json.loads(samples[1]["json"])
+    assert (meta["label"], meta["split"], meta["n_frames"]) == (rows["label"][1], rows["split"][1], FRAMES_4FPS)
+    assert (meta["height"], meta["width"]) == (64, 48)  # port_rait: the video's own size, not 224
+    assert sorted(k for k in samples[1] if k.endswith(".jpg")) == [f"{t:03d}.jpg" for t in range(FRAMES_4FPS)]
+
+
+def test_store_frames_match_the_mp4_to_the_jpeg_tolerance(made):
+    manifest, store_dir, _ = made
+    store = FrameStore(store_dir)
+    for cid in clip_ids():
+        video = manifest.parent / "videos" / f"{cid}.mp4"
+        want = load_video(video, n_frames=FRAMES_4FPS)
+        got = store.load(cid, video, n_frames=FRAMES_4FPS)
+        assert got.dtype == torch.uint8 and got.shape == want.shape
+        diff = (got.int() - want.int()).abs().float()
+        assert diff.max() <= JPEG_TOLERANCE["native_max"] and diff.mean() <= JPEG_TOLERANCE["native_mean"], cid
+        diff = (squash_resize(got).int() - squash_resize(want).int()).abs().float()
+        assert diff.max() <= JPEG_TOLERANCE["cavp_input_max"] and diff.mean() <= JPEG_TOLERANCE["cavp_input_mean"]
+        assert diff.mean() > 0  # lossy: a store that fell back to the mp4 would not show
+        assert torch.equal(store.load(cid, video, n_frames=4), got[:4])
+
+
+def test_store_refuses_what_it_cannot_give(made):
+    manifest, store_dir, _ = made
+    store = FrameStore(store_dir)
+    cid = clip_ids()[0]
+    with pytest.raises(MediaError, match="has 10 4-fps frames in the store, 11 were asked"):
+        store.load(cid, manifest.parent / "videos" / f"{cid}.mp4", n_frames=11)
+    garbage = f"{GARBAGE[0]}_{GARBAGE[1]:06d}"
+    with pytest.raises(MediaError) as e:
+        store.load(garbage, manifest.parent / "videos" / "does-not-matter.mp4", n_frames=4)
+    assert "does-not-matter.mp4" in str(e.value)  # the reason found when the store was made
+
+
+def test_rerun_skips_finished_shards_and_rewrites_an_unfinished_one(made, tmp_path):
+    import shutil
+
+    manifest, store_dir, _ = made
+    store = tmp_path / "store"
+    shutil.copytree(store_dir, store)
+    kept = (store / shard_name(0)).stat().st_mtime_ns
+    (store / shard_name(2, "json")).unlink()  # shard 2's index never written: a killed run
+    report = write_frame_store(manifest, store, workers=1, clips_per_shard=3, progress=False)
+    assert report.summary["shards_written_now"] == 1 and report.summary["clips"] == len(clip_ids())
+    assert (store / shard_name(0)).stat().st_mtime_ns == kept
+    assert not list(store.glob(".*partial"))
+    with pytest.raises(ValueError, match="another manifest"):
+        write_frame_store(manifest, store, workers=1, clips_per_shard=2, progress=False)
