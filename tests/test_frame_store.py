@@ -1,16 +1,25 @@
 """The 4-fps frame store: written once from a manifest, resumable, and read back as the mp4 path reads."""
 
 import json
+import shutil
+from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from cinefoley.cli import main as cli_main
 from cinefoley.errors import MediaError
+from cinefoley.utils import atomic_savez
 from cinefoley.media.video import load_video
 from cinefoley.models.cavp import squash_resize
+from cinefoley.worlds.vggsound.features import extract_features
 from cinefoley.worlds.vggsound.frames import JPEG_TOLERANCE, FrameStore, shard_name, write_frame_store
-from tests.synthetic_vggsound import FRAMES_4FPS, GARBAGE, clip_ids, write_vggsound
+from cinefoley.worlds.vggsound.stream import StreamClip, StreamDistillConfig, VGGSoundDistillSet
+from cinefoley.worlds.vggsound.testsets import build_vggsound_testsets
+from diff_foley_files import small_cavp
+from synthetic_vggsound import FRAMES_4FPS, GARBAGE, clip_ids, write_vggsound
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +84,6 @@ def test_store_refuses_what_it_cannot_give(made):
 
 
 def test_rerun_skips_finished_shards_and_rewrites_an_unfinished_one(made, tmp_path):
-    import shutil
-
     manifest, store_dir, _ = made
     store = tmp_path / "store"
     shutil.copytree(store_dir, store)
@@ -88,3 +95,61 @@ def test_rerun_skips_finished_shards_and_rewrites_an_unfinished_one(made, tmp_pa
     assert not list(store.glob(".*partial"))
     with pytest.raises(ValueError, match="another manifest"):
         write_frame_store(manifest, store, workers=1, clips_per_shard=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def videos_gone(made, tmp_path_factory):
+    """A copy of the folder whose mp4s are all truncated: what still works reads the store."""
+    manifest, store, _ = made
+    root = tmp_path_factory.mktemp("gone")
+    shutil.copytree(manifest.parent, root, dirs_exist_ok=True)
+    build_vggsound_testsets(manifest, manifest.parent / "testsets")  # headers read while the videos exist
+    shutil.copytree(manifest.parent / "testsets", root / "testsets", dirs_exist_ok=True)
+    shutil.copy(manifest, root / "manifest.csv")
+    for video in (root / "videos").glob("*.mp4"):
+        video.write_bytes(video.read_bytes()[:500])
+    return manifest.parent, root, store
+
+
+def test_feature_extraction_and_cu_cm_test_sets_read_the_store(videos_gone, tmp_path):
+    intact, gone, store = videos_gone
+    encoder = small_cavp(seed=3)
+    sets = ["cu", "cm"]
+    from_mp4 = extract_features(intact / "manifest.csv", encoder, tmp_path / "mp4", workers=1, progress=False,
+                                variation_manifests=[intact / "testsets" / f"test_{k}.csv" for k in sets])
+    assert extract_features(gone / "manifest.csv", encoder, tmp_path / "broken", workers=1,
+                            progress=False).written == 0  # the mp4s really are unreadable
+    report = extract_features(gone / "manifest.csv", encoder, tmp_path / "store", workers=1, progress=False,
+                              variation_manifests=[gone / "testsets" / f"test_{k}.csv" for k in sets], frames=store)
+    assert report.written == from_mp4.written > len(clip_ids())
+    assert [f["clip_id"] for f in report.failed] == [f"{GARBAGE[0]}_{GARBAGE[1]:06d}"]
+    for path in (tmp_path / "mp4").rglob("*.npz"):
+        want, got = np.load(path)["feat"], np.load(tmp_path / "store" / path.relative_to(tmp_path / "mp4"))["feat"]
+        # the JPEG error moves these features by ~1e-4; frames in the wrong order move them by ~2e-3
+        assert got.shape == want.shape and np.abs(got - want).max() < 5e-4, path
+    assert json.loads((tmp_path / "store" / "features_run.json").read_text())["config"]["frames"] == str(store)
+
+
+def test_distillation_pairs_read_the_store(videos_gone, tmp_path):
+    intact, gone, store = videos_gone
+    cfg = StreamDistillConfig(k=1.0, variation="cu&cm", n_frames=6, size=32, num_workers=0, seed=1)
+    ids = clip_ids("train")
+    for cid in ids:  # c_t is not what is compared here
+        atomic_savez(tmp_path / f"{cid}.npz", feat=np.zeros((FRAMES_4FPS, 4), np.float32))
+    from_mp4 = VGGSoundDistillSet([StreamClip(c, intact / "videos" / f"{c}.mp4", 0.0, tmp_path / f"{c}.npz")
+                                   for c in ids], cfg)
+    from_store = VGGSoundDistillSet([StreamClip(c, gone / "videos" / f"{c}.mp4", 0.0, tmp_path / f"{c}.npz")
+                                     for c in ids], replace(cfg, frames=str(store)))
+    for i in range(len(ids)):
+        want, got = from_mp4[(0, i)], from_store[(0, i)]
+        assert "error" not in got and got["kind"] == want["kind"] != ""
+        diff = (got["video"].int() - want["video"].int()).abs().float()
+        assert diff.max() <= JPEG_TOLERANCE["cavp_input_max"] and diff.mean() <= JPEG_TOLERANCE["cavp_input_mean"]
+
+
+def test_cli_writes_the_store(made, tmp_path, capsys):
+    manifest, _, _ = made
+    assert cli_main(["vggsound", "frames", "--manifest", str(manifest), "--out", str(tmp_path / "s"),
+                     "--workers", "1", "--clips-per-shard", "4"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(clip_ids())} clips in 2 shards" in out and "MB per clip" in out

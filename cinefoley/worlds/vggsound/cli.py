@@ -68,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     f.add_argument("--max-frames", type=int, default=MAX_FRAMES,
                    help="4-fps frames per clip at most, for manifests without n_frames")
     f.add_argument("--workers", type=int, default=4, help="videos decoded ahead of the encoder")
+    f.add_argument("--frames", metavar="STORE", help="read the clips from this frame store, not the mp4s")
     f.set_defaults(func=_run_features)
 
     d = sub.add_parser("distill", help="self-distil CAVP on VGGSound, decoding clips as it goes")
@@ -86,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--n-frames", type=int, default=MAX_FRAMES, help="4-fps frames per clip")
     d.add_argument("--workers", type=int, default=4, help="DataLoader processes decoding clips")
+    d.add_argument("--frames", metavar="STORE", help="read the clips from this frame store, not the mp4s")
     d.add_argument("--checkpoint-every", type=int, default=50, help="steps")
     d.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
     d.add_argument("--device", help="default: cuda when available, else cpu")
@@ -126,7 +128,7 @@ def _run_features(args: argparse.Namespace) -> int:
 
     encoder = _load_teacher(args).to(args.device or _device_default())
     print(extract_features(args.manifest, encoder, args.out, variation_manifests=args.variation_manifest,
-                           max_frames=args.max_frames, workers=args.workers))
+                           max_frames=args.max_frames, workers=args.workers, frames=args.frames))
     return 0
 
 
@@ -139,7 +141,7 @@ def _run_distill(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                               device=args.device or _device_default(), checkpoint_every=args.checkpoint_every,
                               max_steps=args.max_steps, split=None if args.split == "all" else args.split,
-                              n_frames=args.n_frames, num_workers=args.workers)
+                              n_frames=args.n_frames, num_workers=args.workers, frames=args.frames)
     _, history = distill_vggsound(_load_teacher(args), args.manifest, args.features, args.out, cfg)
     out = Path(args.out)
     unusable = len(pd.read_csv(out / "unusable.csv"))

@@ -213,7 +213,8 @@ def decode_frames(jpegs: list[bytes], device: str | torch.device = "cpu") -> tor
 class FrameStore:
     """Random access to a frame store by clip id: one read of its tar span per clip.
 
-    Safe to share with forked DataLoader workers (reads use ``os.pread``, which moves no file offset).
+    A shard is opened for each read (VGGSound has thousands of shards, more than a process may keep
+    open), so the store needs nothing re-opened in DataLoader workers or threads.
     """
 
     def __init__(self, root: str | Path):
@@ -228,7 +229,6 @@ class FrameStore:
             shard = int(path.stem.split("-")[1])
             self.clips.update({cid: (shard, c) for cid, c in record["clips"].items()})
             self.unreadable.update({u["clip_id"]: u["reason"] for u in record["unreadable"]})
-        self._fds: dict[int, int] = {}
 
     def __contains__(self, clip_id: str) -> bool:
         return clip_id in self.clips
@@ -237,9 +237,8 @@ class FrameStore:
         return len(self.clips)
 
     def _read(self, shard: int, offset: int, length: int) -> bytes:
-        if shard not in self._fds:
-            self._fds[shard] = os.open(self.root / shard_name(shard), os.O_RDONLY)
-        data = os.pread(self._fds[shard], length, offset)
+        with open(self.root / shard_name(shard), "rb", buffering=0) as f:
+            data = os.pread(f.fileno(), length, offset)
         if len(data) != length:
             raise MediaError(self.root / shard_name(shard), f"shard is truncated ({len(data)} of {length} bytes "
                                                             f"at {offset}); rewrite the store")
@@ -272,9 +271,6 @@ class FrameStore:
         from cinefoley.media.video import load_video
 
         return load_video(video, fps=FPS, n_frames=n_frames, start=start).to(device)
-
-    def __getstate__(self) -> dict:  # open files do not travel to spawned processes
-        return {**self.__dict__, "_fds": {}}
 
 
 def load_frames(store: FrameStore | None, clip_id: str, video: str | Path, *, n_frames: int | None,

@@ -4,7 +4,9 @@ VGGSound train (~183k clips of 40 frames at 224 px) does not fit in memory the w
 do, so :class:`StreamedPairs` decodes every clip when its batch comes up, and feeds the one loop of
 :func:`cinefoley.distill.train_student`:
 
-* :class:`VGGSoundDistillSet` reads one clip at 4 fps (:func:`cinefoley.media.video.load_video`), draws
+* :class:`VGGSoundDistillSet` reads one clip at 4 fps (from the frame store of
+  :mod:`cinefoley.worlds.vggsound.frames` when ``frames`` names one, else
+  :func:`cinefoley.media.video.load_video` on the mp4), draws
   its variation f_cu / f_cm with probability k from (seed, epoch, clip id), applies it at the video's
   native resolution and squash-resizes the result to CAVP's 224 px — exactly the path
   :func:`cinefoley.worlds.vggsound.features.extract_features` takes for VGG-CU / VGG-CM, so the student
@@ -37,10 +39,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from cinefoley.distill import DistillConfig, PairBatch, as_frames, read_feature, train_student
 from cinefoley.errors import MediaError
-from cinefoley.media.video import load_video
 from cinefoley.models.cavp import INPUT_SIZE, squash_resize
 from cinefoley.variations import apply
-from cinefoley.worlds.vggsound.manifest import FPS, MAX_FRAMES, read_rows, resolve_path, start_of
+from cinefoley.worlds.vggsound.frames import load_frames, open_store
+from cinefoley.worlds.vggsound.manifest import MAX_FRAMES, read_rows, resolve_path, start_of
 
 
 @dataclass
@@ -56,6 +58,7 @@ class StreamDistillConfig(DistillConfig):
     size: int = INPUT_SIZE
     num_workers: int = 4
     prefetch_factor: int = 2
+    frames: str | None = None  # a frame store (`cinefoley vggsound frames`) to read instead of the mp4s
 
     def __post_init__(self):
         if self.n_frames < 1 or self.size < 1 or self.num_workers < 0:
@@ -118,6 +121,7 @@ class VGGSoundDistillSet(Dataset):
 
     def __init__(self, clips: list[StreamClip], cfg: StreamDistillConfig):
         self.clips, self.cfg = clips, cfg
+        self.store = open_store(cfg.frames)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -129,7 +133,7 @@ class VGGSoundDistillSet(Dataset):
         if len(c_t) < n:
             return {"index": i, "error": f"clip has {len(c_t)} 4-fps frames of features, the run needs {n}"}
         try:
-            video = load_video(clip.video, fps=FPS, n_frames=n, start=clip.start_s)
+            video = load_frames(self.store, clip.clip_id, clip.video, n_frames=n, start=clip.start_s)
         except MediaError as e:
             return {"index": i, "error": e.reason}
         params = self.cfg.sampler.draw_for_clip(clip.clip_id, epoch, self.cfg.seed, n, video.shape[2], video.shape[3])
