@@ -27,7 +27,8 @@ from cinefoley.errors import MediaError
 from cinefoley.media.video import load_video
 from cinefoley.testsets import load_params
 from cinefoley.utils import atomic_savez, write_run_record
-from cinefoley.variations import VariationParams, apply
+from cinefoley.models.cavp import squash_resize, varied_input
+from cinefoley.variations import VariationParams
 from cinefoley.worlds.vggsound.frames import FrameStore, open_store
 from cinefoley.worlds.vggsound.manifest import (FPS, MAX_FRAMES, UNREADABLE_COLUMNS, read_rows, resolve_path,
                                                 start_of, write_csv)
@@ -161,7 +162,9 @@ def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
             # clips of one length go through the encoder together
             groups: dict[int, list[tuple[Path, torch.Tensor]]] = {}
             for path, params in clip.targets:
-                x_v = video[:clip.n_frames] if params is None else apply(video[:params.n_frames], params)
+                # at 224 px, so that an original and a varied clip of one length stack
+                x_v = (squash_resize(video[:clip.n_frames]) if params is None
+                       else varied_input(video[:params.n_frames], params))
                 groups.setdefault(len(x_v), []).append((path, x_v))
             for items in groups.values():
                 feats = encoder.encode(torch.stack([f for _, f in items])).float().cpu().numpy()

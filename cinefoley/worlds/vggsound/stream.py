@@ -8,7 +8,8 @@ do, so :class:`StreamedPairs` decodes every clip when its batch comes up, and fe
   :mod:`cinefoley.worlds.vggsound.frames` when ``frames`` names one, else
   :func:`cinefoley.media.video.load_video` on the mp4), draws
   its variation f_cu / f_cm with probability k from (seed, epoch, clip id), applies it at the video's
-  native resolution and squash-resizes the result to CAVP's 224 px — exactly the path
+  native resolution and squash-resizes the result to CAVP's 224 px
+  (:func:`~cinefoley.models.cavp.varied_input`) — exactly the path
   :func:`cinefoley.worlds.vggsound.features.extract_features` takes for VGG-CU / VGG-CM, so the student
   trains on what it is tested on. It pairs the clip with the teacher's cached c_t = T(x_v) of the
   *full* clip (``<clip_id>.npz``, key ``feat``, written by ``cinefoley vggsound features``).
@@ -39,8 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cinefoley.distill import DistillConfig, PairBatch, as_frames, read_feature, train_student
 from cinefoley.errors import MediaError
-from cinefoley.models.cavp import INPUT_SIZE, squash_resize
-from cinefoley.variations import apply
+from cinefoley.models.cavp import INPUT_SIZE, varied_input
 from cinefoley.worlds.vggsound.frames import load_frames, open_store
 from cinefoley.worlds.vggsound.manifest import MAX_FRAMES, read_rows, resolve_path, start_of
 
@@ -137,8 +137,7 @@ class VGGSoundDistillSet(Dataset):
         except MediaError as e:
             return {"index": i, "error": e.reason}
         params = self.cfg.sampler.draw_for_clip(clip.clip_id, epoch, self.cfg.seed, n, video.shape[2], video.shape[3])
-        frames = video if params is None else apply(video, params)  # at native size, like VGG-CU/CM
-        return {"index": i, "video": squash_resize(frames, self.cfg.size), "c_t": torch.from_numpy(c_t[:n]),
+        return {"index": i, "video": varied_input(video, params, self.cfg.size), "c_t": torch.from_numpy(c_t[:n]),
                 "kind": "" if params is None else params.kind}
 
 

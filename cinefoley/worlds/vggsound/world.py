@@ -41,7 +41,7 @@ from cinefoley.media.clips import read_manifest
 from cinefoley.media.video import load_video, resize
 from cinefoley.metrics.referees import Referees
 from cinefoley.models.align_classifier import load_align_classifier
-from cinefoley.models.cavp import load_cavp, squash_resize
+from cinefoley.models.cavp import load_cavp, varied_input
 from cinefoley.models.check import check_checkpoints
 from cinefoley.models.ldm import load_ldm
 from cinefoley.models.panns import load_panns
@@ -248,7 +248,7 @@ class VGGSoundWorld(World):
             video = load_frames(self.frame_store, cid, row["video_path"], n_frames=int(row["n_frames"]),
                                 start=_start(row))
             params = load_params(row)
-            clips.append(squash_resize(video if params is None else apply(video, params)))
+            clips.append(varied_input(video, params))
         return torch.stack(clips)
 
     # ------------------------------------------------------------------------------------------
