@@ -153,3 +153,22 @@ def test_cli_writes_the_store(made, tmp_path, capsys):
                      "--workers", "1", "--clips-per-shard", "4"]) == 0
     out = capsys.readouterr().out
     assert f"{len(clip_ids())} clips in 2 shards" in out and "MB per clip" in out
+
+
+def test_the_world_makes_its_store_remembers_it_and_reads_the_test_sets_from_it(tmp_path):
+    from cinefoley.worlds import open_world
+
+    root = tmp_path / "data"
+    write_vggsound(root)
+    world = open_world("vggsound", tmp_path / "run", profile="smoke", vggsound_csv=root / "vggsound.csv",
+                       video_dir=root / "videos", frames_dir=tmp_path / "store")
+    assert world.build(progress=False)["frame_store"]["clips"] == len(clip_ids())
+    ids = clip_ids("test")
+    want = world.encoder_input("cu", ids)
+    for video in (root / "videos").glob("*.mp4"):
+        video.write_bytes(video.read_bytes()[:500])
+    reopened = open_world("vggsound", tmp_path / "run", profile="smoke")  # the store is in world.json
+    assert reopened.frames_dir == (tmp_path / "store").resolve()
+    got = reopened.encoder_input("cu", ids)
+    diff = (got.int() - want.int()).abs().float()
+    assert diff.max() <= JPEG_TOLERANCE["cavp_input_max"] and diff.mean() <= JPEG_TOLERANCE["cavp_input_mean"]
