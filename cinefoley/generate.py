@@ -12,7 +12,7 @@ A model is anything with ``unet`` (diffusers ``UNet2DConditionModel``), ``contex
 Diff-Foley LDM (:mod:`cinefoley.models.ldm`) both are.
 
 :func:`generate_set` writes a whole test set in shards (``shard_00000.npz`` … holding the clip
-ids, sample indices, mels and waveforms of a fixed group of clips). A shard is written atomically
+ids, sample indices, mels as float16 and waveforms as 16-bit PCM of a fixed group of clips). A shard is written atomically
 once complete, and a rerun skips the shards that exist, so a killed run resumes with neither
 duplicates nor half-written files.
 """
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler
 
+from cinefoley.media.audio import from_pcm16, to_pcm16
 from cinefoley.progress import progress_bar
 from cinefoley.media.vocoder import GriffinLimVocoder
 from cinefoley.utils import atomic_savez, stable_hash, write_run_record
@@ -138,7 +139,8 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
     """Generate ``cfg.samples_per_clip`` sounds for every clip of ``features`` (clip id -> (T, 512)).
 
     Writes ``out_dir/shard_*.npz`` (keys ``clip_id``, ``sample``, ``mel`` (n, 128, N) float16,
-    ``wav`` (n, L) float32) and ``generation.json``; resumes by skipping finished shards.
+    ``wav`` (n, L) int16 PCM with ``wav_gain`` (n,), see :func:`~cinefoley.media.audio.to_pcm16`) and
+    ``generation.json``; resumes by skipping finished shards.
     """
     cfg = cfg or GenerationConfig()
     out_dir = Path(out_dir)
@@ -157,8 +159,9 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
         feats = torch.stack([features[cid] for cid, _ in jobs])
         mels, wavs = sample_sounds(model, feats, [sample_seed(cfg.seed, cid, k) for cid, k in jobs], cfg,
                                    vocoder=vocoder)
+        pcm, gain = to_pcm16(wavs)  # the paper's 920 k sounds: 0.26 MB each instead of 0.52 (docs/capacity.md)
         atomic_savez(path, clip_id=np.array([c for c, _ in jobs]), sample=np.array([k for _, k in jobs]),
-                     mel=mels.astype(np.float16), wav=wavs)
+                     mel=mels.astype(np.float16), wav=pcm, wav_gain=gain)
         done += 1
     write_run_record(out_dir, config=cfg, results={"clips": len(clip_ids), "shards": len(shards),
                                                    "shards_written_now": done}, name="generation.json",
@@ -167,14 +170,21 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
 
 
 def read_generated(out_dir: str | Path) -> dict[str, np.ndarray]:
-    """All shards of a generated set, concatenated, sorted by (clip id, sample)."""
+    """All shards of a generated set, concatenated, sorted by (clip id, sample); ``wav`` as float32."""
     paths = sorted(Path(out_dir).glob("shard_*.npz"))
     if not paths:
         raise FileNotFoundError(f"{out_dir}: no generated shards")
-    parts = [dict(np.load(p)) for p in paths]
+    parts = [_float_wav(dict(np.load(p))) for p in paths]
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((out["sample"], out["clip_id"]))
     return {k: v[order] for k, v in out.items()}
+
+
+def _float_wav(shard: dict) -> dict:
+    """A shard with ``wav`` as float32: from 16-bit PCM and its gain, or as stored by runs made before."""
+    if "wav_gain" in shard:
+        shard["wav"] = from_pcm16(shard["wav"], shard.pop("wav_gain"))
+    return shard
 
 
 def first_sample(generated: dict[str, np.ndarray], clip_id: str, sample: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -77,7 +77,9 @@ def test_generate_set_writes_shards_and_resumes_without_duplicates(tmp_path, mon
                                        progress=False))
     assert sorted(p.name for p in (tmp_path / "full").glob("shard_*.npz")) == \
         ["shard_00000.npz", "shard_00001.npz", "shard_00002.npz"]
-    assert full["mel"].shape == (10, 16, 64) and full["wav"].shape == (10, 256)
+    assert full["mel"].shape == (10, 16, 64) and full["wav"].shape == (10, 256) and full["wav"].dtype == np.float32
+    with np.load(tmp_path / "full" / "shard_00000.npz") as shard:
+        assert shard["wav"].dtype == np.int16 and shard["wav_gain"].shape == (4,)  # 2 clips x 2 samples
     # kill the run while it writes the second shard
     real = gen.atomic_savez
     calls = {"n": 0}
