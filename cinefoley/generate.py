@@ -159,7 +159,7 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
         feats = torch.stack([features[cid] for cid, _ in jobs])
         mels, wavs = sample_sounds(model, feats, [sample_seed(cfg.seed, cid, k) for cid, k in jobs], cfg,
                                    vocoder=vocoder)
-        pcm, gain = to_pcm16(wavs)  # the paper's 920 k sounds: 0.26 MB each instead of 0.52 (docs/capacity.md)
+        pcm, gain = to_pcm16(wavs)  # the paper's 920 k sounds: 0.39 MB each with the mel, not 0.65 (docs/capacity.md)
         atomic_savez(path, clip_id=np.array([c for c, _ in jobs]), sample=np.array([k for _, k in jobs]),
                      mel=mels.astype(np.float16), wav=pcm, wav_gain=gain)
         done += 1
