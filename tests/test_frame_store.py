@@ -172,3 +172,23 @@ def test_the_world_makes_its_store_remembers_it_and_reads_the_test_sets_from_it(
     got = reopened.encoder_input("cu", ids)
     diff = (got.int() - want.int()).abs().float()
     assert diff.max() <= JPEG_TOLERANCE["cavp_input_max"] and diff.mean() <= JPEG_TOLERANCE["cavp_input_mean"]
+
+
+def test_pairs_decoded_on_the_training_device_are_the_pairs_decoded_by_the_workers(videos_gone, tmp_path):
+    from cinefoley.worlds.vggsound.stream import StreamedPairs
+
+    _, gone, store = videos_gone
+    ids = clip_ids("train")
+    for cid in ids:
+        atomic_savez(tmp_path / f"{cid}.npz", feat=np.zeros((FRAMES_4FPS, 4), np.float32))
+    clips = [StreamClip(c, gone / "videos" / f"{c}.mp4", 0.0, tmp_path / f"{c}.npz") for c in ids]
+    cfg = StreamDistillConfig(k=0.75, variation="cu&cm", n_frames=6, size=32, num_workers=0, seed=1, frames=str(store),
+                              decode_on_device=False)
+    on_device = replace(cfg, decode_on_device=True)  # the CUDA path, on the CPU: nvJPEG is libjpeg here
+    assert VGGSoundDistillSet(clips, on_device)[(0, 0)]["video"][0][:2] == b"\xff\xd8"  # JPEGs leave the worker
+    batches = [[0, 1, 2], [3]]
+    in_workers = list(StreamedPairs(clips, cfg).batches(cfg, 0, batches))
+    on_dev = list(StreamedPairs(clips, on_device).batches(on_device, 0, batches))
+    assert [len(b) for b in on_dev] == [3, 1]
+    for a, b in zip(in_workers, on_dev):
+        assert torch.equal(a.x, b.x) and torch.equal(a.c_t, b.c_t)

@@ -92,7 +92,7 @@ def _plan(manifest: Path, variation_manifests: list[Path], out_dir: Path) -> dic
 def _decode(clip: _Clip, *, store: FrameStore | None, fps: float, max_frames: int) -> torch.Tensor:
     needed = [p.n_frames for _, p in clip.targets if p is not None]
     if clip.n_frames is None and len(needed) < len(clip.targets) and store is not None and clip.clip_id in store:
-        clip.n_frames = min(store.clips[clip.clip_id][1]["n_frames"], max_frames)
+        clip.n_frames = min(store.info(clip.clip_id)["n_frames"], max_frames)
     elif clip.n_frames is None and len(needed) < len(clip.targets):
         header = probe_video(clip.video)
         clip.n_frames = clip_frames(header.duration_s, clip.start_s, fps=fps, max_frames=max_frames)

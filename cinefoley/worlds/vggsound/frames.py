@@ -236,6 +236,10 @@ class FrameStore:
     def __len__(self) -> int:
         return len(self.clips)
 
+    def info(self, clip_id: str) -> dict:
+        """What the index says of a clip the store holds: ``n_frames``, ``height``, ``width``, ``start_s``."""
+        return self.clips[clip_id][1]
+
     def _read(self, shard: int, offset: int, length: int) -> bytes:
         with open(self.root / shard_name(shard), "rb", buffering=0) as f:
             data = os.pread(f.fileno(), length, offset)
