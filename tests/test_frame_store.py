@@ -192,3 +192,10 @@ def test_pairs_decoded_on_the_training_device_are_the_pairs_decoded_by_the_worke
     assert [len(b) for b in on_dev] == [3, 1]
     for a, b in zip(in_workers, on_dev):
         assert torch.equal(a.x, b.x) and torch.equal(a.c_t, b.c_t)
+
+
+def test_a_clip_id_that_is_no_webdataset_key_is_refused(tmp_path):
+    (tmp_path / "m.csv").write_text("clip_id,video_path\nclip.v2,clip.mp4\n")
+    with pytest.raises(ValueError, match="'clip.v2' contains '.'"):
+        write_frame_store(tmp_path / "m.csv", tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists()

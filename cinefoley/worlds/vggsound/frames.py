@@ -95,27 +95,32 @@ def _write_shard(out: Path, index: int, rows: list[dict], root: Path, quality: i
 
     from cinefoley.media.video import load_video
 
-    torch.set_num_threads(1)  # one process per shard already uses every core
+    torch.set_num_threads(1)  # the shards' processes are the parallelism
     tar_path = out / shard_name(index)
     tmp = tar_path.with_name(f".{tar_path.name}.partial")
     clips, unreadable = {}, []
-    with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0) as sink:
-        for row in rows:
-            video = resolve_path(root, row["video_path"])
-            try:
-                n = _frame_count(pd.Series(row), video)
-                frames = load_video(video, fps=FPS, n_frames=n, start=start_of(row))
-            except MediaError as e:
-                unreadable.append({"clip_id": row["clip_id"], "video_path": row["video_path"], "reason": e.reason})
-                continue
-            h, w = frames.shape[-2:]
-            meta = {**row, "height": int(h), "width": int(w), "n_frames": len(frames), "fps": FPS}
-            sample = {"__key__": row["clip_id"], "json": json.dumps(meta).encode()}
-            sample.update({f"{t:03d}.jpg": encode_jpeg(frame, quality) for t, frame in enumerate(frames)})
-            sink.write(sample)
-            clips[row["clip_id"]] = {"n_frames": len(frames), "height": int(h), "width": int(w),
-                                     "start_s": start_of(row)}
-    _add_spans(tmp, clips)
+    try:
+        with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0) as sink:
+            for row in rows:
+                video = resolve_path(root, row["video_path"])
+                try:
+                    n = _frame_count(pd.Series(row), video)
+                    frames = load_video(video, fps=FPS, n_frames=n, start=start_of(row))
+                except MediaError as e:
+                    unreadable.append({"clip_id": row["clip_id"], "video_path": row["video_path"],
+                                       "reason": e.reason})
+                    continue
+                h, w = frames.shape[-2:]
+                meta = {**row, "height": int(h), "width": int(w), "n_frames": len(frames), "fps": FPS}
+                sample = {"__key__": row["clip_id"], "json": json.dumps(meta).encode()}
+                sample.update({f"{t:03d}.jpg": encode_jpeg(frame, quality) for t, frame in enumerate(frames)})
+                sink.write(sample)
+                clips[row["clip_id"]] = {"n_frames": len(frames), "height": int(h), "width": int(w),
+                                         "start_s": start_of(row)}
+        _add_spans(tmp, clips)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(tar_path)
     record = {"shard": tar_path.name, "clip_ids": [r["clip_id"] for r in rows], "bytes": tar_path.stat().st_size,
               "clips": clips, "unreadable": unreadable}
@@ -158,6 +163,9 @@ def write_frame_store(manifest: str | Path, out_dir: str | Path, *, workers: int
     """
     manifest, out = Path(manifest), Path(out_dir)
     df, root = read_rows(manifest)
+    dotted = df["clip_id"][df["clip_id"].str.contains(".", regex=False)]
+    if len(dotted):  # WebDataset keys end at the first dot of a member's name
+        raise ValueError(f"{manifest}: clip id {dotted.iloc[0]!r} contains '.', which a WebDataset key cannot")
     rows = df.to_dict("records")
     plan = [rows[i:i + clips_per_shard] for i in range(0, len(rows), clips_per_shard)]
     out.mkdir(parents=True, exist_ok=True)
