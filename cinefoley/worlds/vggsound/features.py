@@ -25,9 +25,9 @@ import torch
 from cinefoley.progress import progress_bar
 from cinefoley.errors import MediaError
 from cinefoley.media.video import load_video
+from cinefoley.models.cavp import squash_resize, varied_input
 from cinefoley.testsets import load_params
 from cinefoley.utils import atomic_savez, write_run_record
-from cinefoley.models.cavp import squash_resize, varied_input
 from cinefoley.variations import VariationParams
 from cinefoley.worlds.vggsound.frames import FrameStore, open_store
 from cinefoley.worlds.vggsound.manifest import (FPS, MAX_FRAMES, UNREADABLE_COLUMNS, read_rows, resolve_path,
