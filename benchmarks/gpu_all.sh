@@ -38,7 +38,8 @@ bench() {  # name, limit in seconds, script and its arguments
 }
 
 # the real-size ones first; each compiled variant is measured in the same run as its eager baseline.
-# Limits: about 1.2x the times seen on one H100 (2026-11-26; generate_toy then ran past 60 s), 480 s in all.
+# Limits: about 1.2x the times seen on one H100 (2026-11-26; generate_toy then ran past 60 s), 480 s in all;
+# frame_store (not yet run on a GPU) writes its clips with PyAV first (about 30 s on one CPU core).
 bench distill_cavp 150 benchmarks/bench_distill.py --encoder cavp --device cuda --steps 8 --warmup 3 --compile \
   "${cavp_videos[@]}"
 bench generate_diff_foley 180 benchmarks/bench_generate.py --model diff-foley --device cuda --batch 32 \
@@ -46,6 +47,8 @@ bench generate_diff_foley 180 benchmarks/bench_generate.py --model diff-foley --
 bench vocoder 30 benchmarks/bench_vocoder.py --librosa-clips 2 --batch 8 --cuda-batch 64
 bench distill_toy 30 benchmarks/bench_distill.py --encoder toy --device cuda --steps 10 "${toy_videos[@]}"
 bench generate_toy 90 benchmarks/bench_generate.py --model toy --device cuda --batch 32 --compile
+# the data path per CPU core, frame store vs mp4, and the store decoded and resized on the GPU
+bench frame_store 150 benchmarks/bench_frame_store.py --device cuda --clips 8
 
 echo "=== summary ($SECONDS s in all)"
 "$py" - "$out" <<'EOF'
@@ -57,7 +60,7 @@ for path in sorted(Path(sys.argv[1]).glob("*.json")):
     if path.stem == "vocoder":
         print("vocoder clips/s:", ", ".join(f"{k[:-12]} {v:.1f}" for k, v in r.items() if k.endswith("_clips_per_s")))
         continue
-    unit = "clips_per_s" if r["benchmark"] == "distill" else "samples_per_s"
+    unit = "samples_per_s" if r["benchmark"] == "generate" else "clips_per_s"
     rates = ", ".join(f"{k} {p[unit]:.1f}" + (f" (MFU {100 * p['mfu']:.1f} %)" if p.get("mfu") else "")
                       for k, p in r["paths"].items())
     ratios = ", ".join(f"{k} {v:.2f}x" for k, v in r.items() if k.startswith(("speedup", "unet_speedup")))

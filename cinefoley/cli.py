@@ -39,7 +39,7 @@ def _testsets(args) -> int:
 #: ``cinefoley reproduce`` option -> the notebooks' parameter it sets (the real tier's files)
 REAL_TIER = {"vggsound_csv": "vggsound_csv", "video_dir": "video_dir", "cavp": "cavp_ckpt", "ldm": "ldm_ckpt",
              "eval_classifier": "classifier_ckpt", "panns": "panns_ckpt", "vggish": "vggish_ckpt",
-             "workers": "num_workers"}
+             "workers": "num_workers", "frames_dir": "frames_dir"}
 
 
 def _reproduce(args) -> int:
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                       ("vggish", "vggish-10086976.pth")):
         real.add_argument(f"--{opt}", metavar="PATH", help=f"a {name}-format file")
     real.add_argument("--workers", type=int, help="processes decoding videos (default 4)")
+    real.add_argument("--frames-dir", help="a folder for the 4-fps frame store (docs/vggsound.md, step 3b)")
     p.set_defaults(func=_reproduce)
 
     from cinefoley.models.check import register as register_checkpoints

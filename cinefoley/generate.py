@@ -12,7 +12,7 @@ A model is anything with ``unet`` (diffusers ``UNet2DConditionModel``), ``contex
 Diff-Foley LDM (:mod:`cinefoley.models.ldm`) both are.
 
 :func:`generate_set` writes a whole test set in shards (``shard_00000.npz`` … holding the clip
-ids, sample indices, mels and waveforms of a fixed group of clips). A shard is written atomically
+ids, sample indices, mels as float16 and waveforms as 16-bit PCM of a fixed group of clips). A shard is written atomically
 once complete, and a rerun skips the shards that exist, so a killed run resumes with neither
 duplicates nor half-written files. Under ``torchrun`` rank r writes shards r, r + W, …; a shard's
 sounds depend on its clips and their seeds alone, so any number of ranks writes the same shards.
@@ -29,14 +29,13 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 
 from cinefoley.distributed import barrier, gather, my_share, rank_world
+from cinefoley.media.audio import from_pcm16, to_pcm16
 from cinefoley.progress import progress_bar
 from cinefoley.media.vocoder import GriffinLimVocoder
 from cinefoley.utils import atomic_savez, stable_hash, write_run_record
 
 GUIDANCE = 4.5
 STEPS = 25
-#: generated sounds are kept as 16-bit PCM, the size of Diff-Foley's wav files: [-1, 1] on ±32767 steps
-PCM16_SCALE = 32767
 
 
 def dpm_solver(noise_schedule: dict, steps: int = STEPS) -> DPMSolverMultistepScheduler:
@@ -153,8 +152,9 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
     """Generate ``cfg.samples_per_clip`` sounds for every clip of ``features`` (clip id -> (T, 512)).
 
     Writes ``out_dir/shard_*.npz`` (keys ``clip_id``, ``sample``, ``mel`` (n, 128, N) float16,
-    ``wav`` (n, L) 16-bit PCM, :func:`to_pcm16`) and ``generation.json``; resumes by skipping finished
-    shards. At Diff-Foley's size (8.192 s: 131072 samples, a 128 × 512 mel) a sound takes 393 KB.
+    ``wav`` (n, L) int16 PCM with ``wav_gain`` (n,), see :func:`~cinefoley.media.audio.to_pcm16`) and
+    ``generation.json``; resumes by skipping finished shards. At Diff-Foley's size (8.192 s: 131072
+    samples, a 128 × 512 mel) a sound takes 393 KB.
     """
     cfg = cfg or GenerationConfig()
     out_dir = Path(out_dir)
@@ -173,8 +173,9 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
         feats = torch.stack([features[cid] for cid, _ in jobs])
         mels, wavs = sample_sounds(model, feats, [sample_seed(cfg.seed, cid, k) for cid, k in jobs], cfg,
                                    vocoder=vocoder)
+        pcm, gain = to_pcm16(wavs)  # the paper's 920 k sounds: 0.39 MB each with the mel, not 0.65 (docs/capacity.md)
         atomic_savez(path, clip_id=np.array([c for c, _ in jobs]), sample=np.array([k for _, k in jobs]),
-                     mel=mels.astype(np.float16), wav=to_pcm16(wavs))
+                     mel=mels.astype(np.float16), wav=pcm, wav_gain=gain)
         done += 1
     done = sum(gather(done))
     if rank_world()[0] == 0:
@@ -185,13 +186,8 @@ def generate_set(model, features: dict[str, torch.Tensor], out_dir: str | Path, 
     return out_dir
 
 
-def to_pcm16(wavs: np.ndarray) -> np.ndarray:
-    """Waveforms as 16-bit PCM (int16), clipped to [-1, 1] as a 16-bit wav file holds them."""
-    return np.round(np.clip(wavs, -1.0, 1.0) * PCM16_SCALE).astype(np.int16)
-
-
 def read_generated(out_dir: str | Path) -> dict[str, np.ndarray]:
-    """All shards of a generated set, concatenated, sorted by (clip id, sample); ``wav`` float32 in [-1, 1]."""
+    """All shards of a generated set, concatenated, sorted by (clip id, sample); ``wav`` as float32."""
     paths = sorted(Path(out_dir).glob("shard_*.npz"))
     if not paths:
         raise FileNotFoundError(f"{out_dir}: no generated shards")
@@ -202,10 +198,11 @@ def read_generated(out_dir: str | Path) -> dict[str, np.ndarray]:
 
 
 def _read_shard(path: Path) -> dict[str, np.ndarray]:
+    """A shard with ``wav`` as float32: from 16-bit PCM and its gain, or as stored by runs made before."""
     with np.load(path) as z:
         shard = dict(z)
-    if shard["wav"].dtype == np.int16:  # shards written before 16-bit storage hold float32 as it is
-        shard["wav"] = shard["wav"].astype(np.float32) / PCM16_SCALE
+    if "wav_gain" in shard:
+        shard["wav"] = from_pcm16(shard["wav"], shard.pop("wav_gain"))
     return shard
 
 

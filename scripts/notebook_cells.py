@@ -26,7 +26,8 @@ classifier_ckpt = None    # eval_classifier.ckpt: the Align Acc referee
 panns_ckpt = None         # PANNs Cnn14_16k_mAP*.pth: the FD / KID / KL / IS referee
 vggish_ckpt = None        # vggish-10086976.pth: the FAD referee
 model_options = None      # loader keywords per checkpoint, only for other architectures than the released
-num_workers = None        # processes decoding videos (default 4)'''
+num_workers = None        # processes decoding videos (default 4)
+frames_dir = None         # a folder for the 4-fps frame store (made by notebook 01, read instead of the videos)'''
 
 #: extra parameters of single notebooks, appended to the shared cell
 EXTRA = {"02": 'retrain = False           # CineToy: train the models from the seeds instead of loading the shipped ones',
@@ -38,7 +39,8 @@ OPEN_WORLD = '''from cinefoley.worlds import open_world
 
 w = open_world(world, out_dir, profile=profile, seed=seed, vggsound_csv=vggsound_csv, video_dir=video_dir,
                cavp_ckpt=cavp_ckpt, ldm_ckpt=ldm_ckpt, classifier_ckpt=classifier_ckpt, panns_ckpt=panns_ckpt,
-               vggish_ckpt=vggish_ckpt, model_options=model_options, num_workers=num_workers)
+               vggish_ckpt=vggish_ckpt, model_options=model_options, num_workers=num_workers,
+               frames_dir=frames_dir)
 w'''
 
 

@@ -228,3 +228,17 @@ def test_mel_to_audio_librosa_inverts_deterministically():
     assert not np.array_equal(wav, mel_to_audio_librosa(spec, n_iter=16, seed=4))
     again = mel_spectrogram(np.append(wav, 0))  # one extra sample so the cut keeps all 128 frames
     assert again.shape == spec.shape and np.abs(again - spec).mean() < 0.05
+
+
+def test_pcm16_keeps_the_level_of_sounds_louder_than_full_scale():
+    from cinefoley.media.audio import from_pcm16, to_pcm16
+
+    rng = np.random.default_rng(0)
+    wavs = np.stack([0.6 * rng.standard_normal(1000), 0.1 * np.sin(np.arange(1000.0)),
+                     np.zeros(1000)]).astype(np.float32)
+    pcm, gain = to_pcm16(wavs)
+    assert pcm.dtype == np.int16 and pcm.nbytes == wavs.nbytes // 2
+    back = from_pcm16(pcm, gain)
+    assert back.dtype == np.float32 and np.abs(wavs).max() > 1  # the loud one is not clipped:
+    step = np.maximum(1, np.abs(wavs).max(axis=1, keepdims=True)) / 32767
+    assert (np.abs(back - wavs) <= 0.5 * step + 1e-7).all()

@@ -25,7 +25,8 @@ GENERATE_TINY = ["--tiny", "--steps", "2", "--batch", "2", "--repeats", "1", "--
 def bench_modules():
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        yield importlib.import_module("bench_distill"), importlib.import_module("bench_generate")
+        yield (importlib.import_module("bench_distill"), importlib.import_module("bench_generate"),
+               importlib.import_module("bench_frame_store"))
     finally:
         sys.path.remove(str(BENCHMARKS))
 
@@ -105,8 +106,20 @@ def test_bench_vggsound_stream_runs(tmp_path):
     assert "workers=1:" in stdout
 
 
+def test_bench_frame_store_runs(tmp_path):
+    r, stdout = run_benchmark("bench_frame_store.py", ["--clips", "2", "--height", "32", "--width", "48",
+                                                       "--fps", "8", "--seconds", "2.6", "--frames", "6",
+                                                       "--size", "32"], tmp_path)
+    assert set(r["paths"]) == {"mp4_today", "mp4", "store"} and min(p["clips_per_s"] for p in r["paths"].values()) > 0
+    assert r["speedup_store_vs_mp4_today"] == pytest.approx(r["paths"]["store"]["clips_per_s"]
+                                                             / r["paths"]["mp4_today"]["clips_per_s"], rel=1e-3)
+    assert r["bytes_per_clip"]["jpeg_q95_444"] > 0 and r["bytes_per_clip"]["png"] > 0
+    assert r["cavp_input_diff"]["max"] <= 24 and r["threads"] == 1
+    assert "store vs today's mp4 path" in stdout
+
+
 def test_peak_table_matches_device_names(bench_modules):
-    bench_distill, _ = bench_modules
+    bench_distill, *_ = bench_modules
     peak = bench_distill.peak_bf16_flops
     assert peak("NVIDIA H100 80GB HBM3") == 989e12
     assert peak("NVIDIA H100 PCIe") == 756e12
@@ -119,7 +132,7 @@ def test_step_clock_is_shared_with_the_deep_copied_student(bench_modules):
 
     import torch
 
-    bench_distill, _ = bench_modules
+    bench_distill, *_ = bench_modules
     clock = bench_distill.StepClock()
     teacher = bench_distill.BenchEncoder(torch.nn.Linear(2, 2), clock).eval()
     student = copy.deepcopy(teacher).train()
@@ -135,13 +148,14 @@ def test_gpu_all_is_valid_bash_and_passes_flags_the_scripts_accept(bench_modules
     script = (BENCHMARKS / "gpu_all.sh").read_text()
     assert subprocess.run(["bash", "-n", str(BENCHMARKS / "gpu_all.sh")]).returncode == 0
     joined = script.replace("\\\n", " ")
-    calls = {name: [] for name in ("bench_distill", "bench_generate", "bench_vocoder")}
+    calls = {name: [] for name in ("bench_distill", "bench_generate", "bench_vocoder", "bench_frame_store")}
     for name, rest in re.findall(r"benchmarks/(bench_\w+)\.py([^\n]*)", joined):
         calls[name].append([a for a in shlex.split(rest) if "$" not in a])
     assert len(calls["bench_distill"]) == 2 and len(calls["bench_generate"]) == 2 and calls["bench_vocoder"]
     assert {"--compile", "cavp"} <= set(sum(calls["bench_distill"], []))
     assert {"--compile", "diff-foley"} <= set(sum(calls["bench_generate"], []))
-    for module, name in zip(bench_modules, ("bench_distill", "bench_generate")):
+    for module, name in zip(bench_modules, ("bench_distill", "bench_generate", "bench_frame_store")):
         for args in calls[name]:
             parsed = module.parse_args(args + ["--json", "x.json"])
             assert parsed.device == "cuda"
+    assert calls["bench_frame_store"]

@@ -5,7 +5,7 @@ import torch
 from diff_foley_files import CAVP_SMALL, audio_branch_keys, save_cavp_file, small_cavp
 
 from cinefoley.models.checkpoints import KeyMismatchError
-from cinefoley.models.cavp import CAVPVideoEncoder, load_cavp, strip_module_prefix
+from cinefoley.models.cavp import CAVPVideoEncoder, load_cavp, squash_resize, strip_module_prefix
 
 
 def test_full_size_layout_is_slowonly_r50_with_mmcv_names():
@@ -109,3 +109,23 @@ def test_input_is_squash_resized_and_scaled_to_unit_range():
     torch.testing.assert_close(model.encode(frames, size=32), expected, atol=0.05, rtol=0)
     with pytest.raises(ValueError, match="expected frames"):
         model.encode(torch.rand(3, 24, 40))
+
+
+@pytest.mark.parametrize("kind", ["close_up", "camera_move"])
+@pytest.mark.parametrize("shape,size", [((8, 48, 64), 32), ((4, 64, 48), 224), ((3, 360, 640), 224), ((5, 37, 37), 20)])
+def test_varied_input_is_the_recipe_in_one_pass(kind, shape, size):
+    from cinefoley.models.cavp import varied_input
+    from cinefoley.variations import apply, draw_params
+
+    t, h, w = shape
+    gen = torch.Generator().manual_seed(h * w)
+    frames = torch.randint(0, 256, (t, 3, h, w), dtype=torch.uint8, generator=gen)
+    params = draw_params(kind, t, h, w, generator=gen)
+    want = squash_resize(apply(frames, params), size)
+    got = varied_input(frames, params, size)
+    assert got.dtype == torch.uint8 and got.shape == want.shape
+    diff = (got.int() - want.int()).abs().float()
+    assert diff.max() <= 2 and diff.mean() <= 0.5  # uint8 kernels round a little differently
+    assert torch.equal(varied_input(frames, None, size), squash_resize(frames, size))
+    with pytest.raises(ValueError, match="for_shape"):
+        varied_input(frames[:-1], params, size)

@@ -16,7 +16,7 @@ from cinefoley.cli import main as cli_main
 from cinefoley.worlds.vggsound.features import extract_features
 from cinefoley.worlds.vggsound import testsets as vggsound_testsets
 from cinefoley.worlds.vggsound.testsets import build_vggsound_testsets, clip_frames, probe_video
-from cinefoley.variations import apply
+from cinefoley.models.cavp import varied_input
 from cinefoley.media.video import load_video, write_video
 
 # (YouTube ID, start, (H, W)); 2.6 s at 8 fps gives 10 frames at 4 fps
@@ -127,7 +127,8 @@ def test_features_layout_values_and_resume(dataset, tmp_path):
         video = load_video(cu.loc[cid, "video_path"], n_frames=N_FRAMES)
         np.testing.assert_allclose(feat, cavp.encode(video).numpy(), atol=1e-5)
         varied = np.load(out / "cu" / f"{cid}.npz")["feat"]
-        want = cavp.encode(apply(video, load_params(cu.loc[cid]))).numpy()  # varied at native size, then 224
+        # varied at native size, then 224 (in one pass: test_cavp checks it against apply)
+        want = cavp.encode(varied_input(video, load_params(cu.loc[cid]))).numpy()
         np.testing.assert_allclose(varied, want, atol=1e-5)
         assert (varied * feat).sum(axis=1).mean() < 0.9999  # the close-up changed the features
 

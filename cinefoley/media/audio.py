@@ -87,6 +87,22 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks, axis=1).mean(axis=0).astype(np.float32), sr
 
 
+def to_pcm16(wavs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Waveforms (n, L) as 16-bit PCM (int16) and a gain per row, half the bytes of float32.
+
+    ``gain`` = max(1, peak): a sound louder than full scale is scaled into it rather than clipped, so
+    :func:`from_pcm16` gives back the generator's level (the metrics see it) to 1/32767 of the peak.
+    """
+    wavs = np.asarray(wavs, dtype=np.float32)
+    gain = np.maximum(1.0, np.abs(wavs).max(axis=-1, initial=0.0)).astype(np.float32)
+    return np.round(wavs / gain[..., None] * 32767).astype(np.int16), gain
+
+
+def from_pcm16(pcm: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """The float32 waveforms of :func:`to_pcm16`."""
+    return pcm.astype(np.float32) / 32767 * np.asarray(gain, dtype=np.float32)[..., None]
+
+
 def load_audio(path: str | Path, *, sr: int = SAMPLE_RATE, duration: float | None = None,
                offset: float = 0.0) -> np.ndarray:
     """Mono float32 audio of ``path`` at ``sr`` Hz, from ``offset`` seconds.

@@ -19,7 +19,7 @@ from cinefoley.worlds.base import Clip, RunSettings, World
 WORLDS = ("cinetoy", "vggsound")
 #: Parameters only the real tier takes (None on CineToy).
 REAL_TIER_OPTIONS = ("vggsound_csv", "video_dir", "cavp_ckpt", "ldm_ckpt", "classifier_ckpt", "panns_ckpt",
-                     "vggish_ckpt", "model_options", "num_workers")
+                     "vggish_ckpt", "model_options", "num_workers", "frames_dir")
 
 
 def open_world(world: str = "cinetoy", out_dir: str | Path = "runs/demo", *, profile: str = "demo", seed: int = 0,

@@ -1,8 +1,9 @@
 """``cinefoley vggsound ...``: the real tier's steps as commands, for runs outside the notebooks.
 
-``manifest`` (the clips of the CSV whose videos you have), ``testsets`` (VGGSound / VGG-CU / VGG-CM
-manifests), ``features`` (CAVP features once per clip), ``distill`` (streamed self-distillation) and
-``generate`` (sound from features with Diff-Foley's LDM). ``features``, ``distill`` and ``generate`` run
+``manifest`` (the clips of the CSV whose videos you have), ``frames`` (the 4-fps frame store, decoded once),
+``testsets`` (VGGSound / VGG-CU / VGG-CM manifests), ``features`` (CAVP features once per clip),
+``distill`` (streamed self-distillation) and ``generate`` (sound from features with Diff-Foley's LDM).
+``--frames STORE`` makes the later steps read the store. ``features``, ``distill`` and ``generate`` run
 under ``torchrun`` as they are, one rank per GPU (:mod:`cinefoley.distributed`). Heavy modules are
 imported when a command runs, so ``cinefoley --help`` stays quick.
 """
@@ -29,7 +30,7 @@ def _device_default() -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``vggsound {manifest,testsets,features,distill,generate}``."""
+    """Add ``vggsound {manifest,frames,testsets,features,distill,generate}``."""
     p = subparsers.add_parser("vggsound", help="the real tier: VGGSound manifests, VGG-CU/CM, features, distillation")
     sub = p.add_subparsers(dest="vggsound_command", required=True)
 
@@ -40,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     m.add_argument("--split", choices=SPLITS, help="keep only this split (official file) / the list's split")
     m.add_argument("--format", dest="fmt", choices=("auto", "official", "list"), default="auto")
     m.set_defaults(func=_run_manifest)
+
+    fr = sub.add_parser("frames", help="decode every clip once into a 4-fps frame store (WebDataset JPEG shards)")
+    fr.add_argument("--manifest", required=True, help="manifest from `cinefoley vggsound manifest`")
+    fr.add_argument("--out", required=True, help="store folder (frames-*.tar, their indexes, store.json)")
+    fr.add_argument("--workers", type=int, default=4, help="processes, each writing one shard at a time")
+    fr.add_argument("--clips-per-shard", type=int, default=64)
+    fr.set_defaults(func=_run_frames)
 
     t = sub.add_parser("testsets", help="write the VGGSound / VGG-CU / VGG-CM test manifests")
     t.add_argument("--manifest", required=True, help="manifest from `cinefoley vggsound manifest` (frame sizes "
@@ -62,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     f.add_argument("--max-frames", type=int, default=MAX_FRAMES,
                    help="4-fps frames per clip at most, for manifests without n_frames")
     f.add_argument("--workers", type=int, default=4, help="videos decoded ahead of the encoder")
+    f.add_argument("--frames", metavar="STORE", help="read the clips from this frame store, not the mp4s")
     f.set_defaults(func=_run_features)
 
     d = sub.add_parser("distill", help="self-distil CAVP on VGGSound, decoding clips as it goes")
@@ -80,6 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--n-frames", type=int, default=MAX_FRAMES, help="4-fps frames per clip")
     d.add_argument("--workers", type=int, default=4, help="DataLoader processes decoding clips")
+    d.add_argument("--frames", metavar="STORE", help="read the clips from this frame store, not the mp4s")
     d.add_argument("--checkpoint-every", type=int, default=50, help="steps")
     d.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
     d.add_argument("--device", help="default: cuda when available, else cpu")
@@ -117,6 +127,13 @@ def _run_manifest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_frames(args: argparse.Namespace) -> int:
+    from cinefoley.worlds.vggsound.frames import write_frame_store
+
+    print(write_frame_store(args.manifest, args.out, workers=args.workers, clips_per_shard=args.clips_per_shard))
+    return 0
+
+
 def _run_testsets(args: argparse.Namespace) -> int:
     from cinefoley.worlds.vggsound.testsets import build_vggsound_testsets
 
@@ -132,7 +149,7 @@ def _run_features(args: argparse.Namespace) -> int:
     with process_group() as (rank, _):
         encoder = _load_teacher(args).to(rank_device(args.device or _device_default()))
         report = extract_features(args.manifest, encoder, args.out, variation_manifests=args.variation_manifest,
-                                  max_frames=args.max_frames, workers=args.workers)
+                                  max_frames=args.max_frames, workers=args.workers, frames=args.frames)
     if rank == 0:
         print(report)
     return 0
@@ -150,7 +167,7 @@ def _run_distill(args: argparse.Namespace) -> int:
                                   device=rank_device(args.device or _device_default()),
                                   checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
                                   split=None if args.split == "all" else args.split, n_frames=args.n_frames,
-                                  num_workers=args.workers)
+                                  num_workers=args.workers, frames=args.frames)
         _, history = distill_vggsound(_load_teacher(args), args.manifest, args.features, args.out, cfg)
     if rank == 0:
         out = Path(args.out)

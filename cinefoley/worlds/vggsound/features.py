@@ -4,10 +4,11 @@
 (``<clip_id>.npz``, key ``feat``, float32 (T, 512), L2-normalised per frame), and, for CU/CM test
 manifests, CAVP(x_v^f) of the varied clips under ``<variation>/<clip_id>.npz``. A clip is decoded once
 (4 fps, native resolution) for all its outputs; a variation is applied to those frames at native
-resolution and the result squash-resized to 224 like any clip. Existing files are skipped, so a killed
-run resumes; unreadable videos are skipped and listed in ``unreadable.csv``. Under ``torchrun`` rank r
-encodes clips r, r + W, … of the manifests (each file is one clip's alone, so any number of ranks
-writes the same files) and rank 0 lists the unreadable clips of all ranks.
+resolution and the result squash-resized to 224 like any clip. With ``frames`` (a frame store of
+:mod:`cinefoley.worlds.vggsound.frames`) the frames are read from the store instead of the mp4. Existing
+files are skipped, so a killed run resumes; unreadable videos are skipped and listed in ``unreadable.csv``.
+Under ``torchrun`` rank r encodes clips r, r + W, … of the manifests (each file is one clip's alone, so any
+number of ranks writes the same files) and rank 0 lists the unreadable clips of all ranks.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from cinefoley.distributed import barrier, gather, my_share, rank_world
 from cinefoley.errors import MediaError
 from cinefoley.progress import progress_bar
 from cinefoley.media.video import load_video
+from cinefoley.models.cavp import squash_resize, varied_input
 from cinefoley.testsets import load_params
 from cinefoley.utils import atomic_savez, write_run_record
-from cinefoley.variations import VariationParams, apply
+from cinefoley.variations import VariationParams
+from cinefoley.worlds.vggsound.frames import FrameStore, open_store
 from cinefoley.worlds.vggsound.manifest import (FPS, MAX_FRAMES, UNREADABLE_COLUMNS, read_rows, resolve_path,
                                                 start_of, write_csv)
 from cinefoley.worlds.vggsound.testsets import clip_frames, probe_video
@@ -90,14 +93,18 @@ def _plan(manifest: Path, variation_manifests: list[Path], out_dir: Path) -> dic
     return clips
 
 
-def _decode(clip: _Clip, *, fps: float, max_frames: int) -> torch.Tensor:
+def _decode(clip: _Clip, *, store: FrameStore | None, fps: float, max_frames: int) -> torch.Tensor:
     needed = [p.n_frames for _, p in clip.targets if p is not None]
-    if clip.n_frames is None and len(needed) < len(clip.targets):
+    if clip.n_frames is None and len(needed) < len(clip.targets) and store is not None and clip.clip_id in store:
+        clip.n_frames = min(store.info(clip.clip_id)["n_frames"], max_frames)
+    elif clip.n_frames is None and len(needed) < len(clip.targets):
         header = probe_video(clip.video)
         clip.n_frames = clip_frames(header.duration_s, clip.start_s, fps=fps, max_frames=max_frames)
     n = max(needed + ([clip.n_frames] if clip.n_frames is not None else []))
     if n < 1:
         raise MediaError(clip.video, f"no {fps:g}-fps frame after {clip.start_s:.3f} s")
+    if store is not None:
+        return store.load(clip.clip_id, clip.video, n_frames=n, start=clip.start_s)
     return load_video(clip.video, fps=fps, n_frames=n, start=clip.start_s)
 
 
@@ -126,7 +133,7 @@ def _prefetch(fn, items: list, workers: int):
 
 def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
                      variation_manifests: list[str | Path] = (), fps: float = FPS, max_frames: int = MAX_FRAMES,
-                     workers: int = 4, progress: bool = True) -> FeatureReport:
+                     workers: int = 4, frames: str | Path | None = None, progress: bool = True) -> FeatureReport:
     """Write the teacher features of every clip of ``manifest`` and of the varied clips of CU/CM manifests.
 
     ``encoder`` is a :class:`~cinefoley.models.cavp.CAVPVideoEncoder` (on the device it should run
@@ -134,7 +141,7 @@ def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
     both hold ``feat`` (T, 512) float32. The number of frames is the manifest's ``n_frames`` (test
     manifests), else the 4-fps frames in the video, at most ``max_frames``. Files already there are
     not recomputed; clips that cannot be decoded are listed in ``out_dir/unreadable.csv``. Decoding
-    runs ``workers`` clips ahead of the encoder.
+    runs ``workers`` clips ahead of the encoder, from the frame store ``frames`` when given.
     """
     started = time.time()
     out_dir = Path(out_dir)
@@ -148,7 +155,9 @@ def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
             clip.targets = missing
             todo.append(clip)
 
-    decode = partial(_decode, fps=fps, max_frames=max_frames)
+    if frames is not None and fps != FPS:
+        raise ValueError(f"{frames}: a frame store holds {FPS:g}-fps frames; fps={fps:g} needs the videos")
+    decode = partial(_decode, store=open_store(frames), fps=fps, max_frames=max_frames)
     for clip, video in progress_bar(_prefetch(decode, todo, workers), total=len(todo), desc="CAVP features",
                                     disable=not progress or not todo or rank_world()[0] != 0):
         try:
@@ -157,8 +166,10 @@ def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
             # clips of one length go through the encoder together
             groups: dict[int, list[tuple[Path, torch.Tensor]]] = {}
             for path, params in clip.targets:
-                frames = video[:clip.n_frames] if params is None else apply(video[:params.n_frames], params)
-                groups.setdefault(len(frames), []).append((path, frames))
+                # at 224 px, so that an original and a varied clip of one length stack
+                x_v = (squash_resize(video[:clip.n_frames]) if params is None
+                       else varied_input(video[:params.n_frames], params))
+                groups.setdefault(len(x_v), []).append((path, x_v))
             for items in groups.values():
                 feats = encoder.encode(torch.stack([f for _, f in items])).float().cpu().numpy()
                 for (path, _), feat in zip(items, feats):
@@ -173,6 +184,7 @@ def extract_features(manifest: str | Path, encoder, out_dir: str | Path, *,
         write_csv(report.unreadable, pd.DataFrame(report.failed, columns=UNREADABLE_COLUMNS))
         write_run_record(out_dir, name="features_run.json", started=started,
                          config={"manifest": str(manifest), "fps": fps, "max_frames": max_frames,
+                                 "frames": None if frames is None else str(frames),
                                  "variation_manifests": [str(v) for v in variation_manifests]},
                          results={"written": report.written, "existing": report.existing,
                                   "failed": len(report.failed), "ranks": rank_world()[1]})

@@ -4,14 +4,20 @@ VGGSound train (~183k clips of 40 frames at 224 px) does not fit in memory the w
 do, so :class:`StreamedPairs` decodes every clip when its batch comes up, and feeds the one loop of
 :func:`cinefoley.distill.train_student`:
 
-* :class:`VGGSoundDistillSet` reads one clip at 4 fps (:func:`cinefoley.media.video.load_video`), draws
+* :class:`VGGSoundDistillSet` reads one clip at 4 fps (from the frame store of
+  :mod:`cinefoley.worlds.vggsound.frames` when ``frames`` names one, else
+  :func:`cinefoley.media.video.load_video` on the mp4), draws
   its variation f_cu / f_cm with probability k from (seed, epoch, clip id), applies it at the video's
-  native resolution and squash-resizes the result to CAVP's 224 px — exactly the path
+  native resolution and squash-resizes the result to CAVP's 224 px
+  (:func:`~cinefoley.models.cavp.varied_input`) — exactly the path
   :func:`cinefoley.worlds.vggsound.features.extract_features` takes for VGG-CU / VGG-CM, so the student
   trains on what it is tested on. It pairs the clip with the teacher's cached c_t = T(x_v) of the
   *full* clip (``<clip_id>.npz``, key ``feat``, written by ``cinefoley vggsound features``).
 * A ``torch.utils.data.DataLoader`` runs that decoding in ``num_workers`` processes, so it overlaps the
   student's step in the main process; under ``torchrun`` each rank decodes only its share of each batch.
+  From a frame store on a CUDA device, the workers only read each clip's JPEGs and draw its variation;
+  the device decodes them (nvJPEG) and crops and resizes there (``decode_on_device``), since CPU
+  workers at a few clips/s per core cannot feed a step of hundreds of clips/s.
 
 Clips whose video cannot be decoded, or that are shorter than ``n_frames``, are left out of their batch
 and listed in ``out/unusable.csv``; clips that feature extraction already found unreadable are listed
@@ -38,10 +44,9 @@ from torch.utils.data import DataLoader, Dataset
 from cinefoley.distill import DistillConfig, PairBatch, as_frames, read_feature, train_student
 from cinefoley.distributed import barrier, rank_world
 from cinefoley.errors import MediaError
-from cinefoley.media.video import load_video
-from cinefoley.models.cavp import INPUT_SIZE, squash_resize
-from cinefoley.variations import apply
-from cinefoley.worlds.vggsound.manifest import FPS, MAX_FRAMES, read_rows, resolve_path, start_of
+from cinefoley.models.cavp import INPUT_SIZE, varied_input
+from cinefoley.worlds.vggsound.frames import decode_frames, load_frames, open_store
+from cinefoley.worlds.vggsound.manifest import MAX_FRAMES, read_rows, resolve_path, start_of
 
 
 @dataclass
@@ -57,6 +62,8 @@ class StreamDistillConfig(DistillConfig):
     size: int = INPUT_SIZE
     num_workers: int = 4
     prefetch_factor: int = 2
+    frames: str | None = None  # a frame store (`cinefoley vggsound frames`) to read instead of the mp4s
+    decode_on_device: bool | None = None  # decode the store's JPEGs on ``device``; None: when it is CUDA
 
     def __post_init__(self):
         if self.n_frames < 1 or self.size < 1 or self.num_workers < 0:
@@ -112,13 +119,17 @@ def stream_clips(manifest: str | Path, feature_dir: str | Path, *, split: str | 
 class VGGSoundDistillSet(Dataset):
     """Training pairs (x_v^f or x_v, c_t) decoded on demand; indexed by ``(epoch, clip index)``.
 
-    An item is ``{"index", "video": uint8 (n_frames, 3, size, size), "c_t": float32 (n_frames, C), "kind":
-    "close_up" / "camera_move" / ""}``, or
-    ``{"index", "error": reason}`` for a clip that cannot be used (the loop skips and reports it).
+    An item is ``{"index", "video": uint8 (n_frames, 3, size, size), "params": None, "c_t": float32
+    (n_frames, C), "kind": "close_up" / "camera_move" / ""}``; when the device decodes the frame store,
+    ``video`` is the clip's JPEG frames and ``params`` the variation to apply after decoding. A clip that
+    cannot be used is ``{"index", "error": reason}`` (the loop skips and reports it).
     """
 
     def __init__(self, clips: list[StreamClip], cfg: StreamDistillConfig):
         self.clips, self.cfg = clips, cfg
+        self.store = open_store(cfg.frames)
+        on_device = str(cfg.device).startswith("cuda") if cfg.decode_on_device is None else cfg.decode_on_device
+        self.jpegs_out = self.store is not None and on_device
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -130,21 +141,41 @@ class VGGSoundDistillSet(Dataset):
         if len(c_t) < n:
             return {"index": i, "error": f"clip has {len(c_t)} 4-fps frames of features, the run needs {n}"}
         try:
-            video = load_video(clip.video, fps=FPS, n_frames=n, start=clip.start_s)
+            if self.jpegs_out and clip.clip_id in self.store:
+                video = self.store.jpegs(clip.clip_id, n)  # decoded by StreamedPairs on the device
+                h, w = self.store.info(clip.clip_id)["height"], self.store.info(clip.clip_id)["width"]
+            else:
+                video = load_frames(self.store, clip.clip_id, clip.video, n_frames=n, start=clip.start_s)
+                h, w = video.shape[2:]
         except MediaError as e:
             return {"index": i, "error": e.reason}
-        params = self.cfg.sampler.draw_for_clip(clip.clip_id, epoch, self.cfg.seed, n, video.shape[2], video.shape[3])
-        frames = video if params is None else apply(video, params)  # at native size, like VGG-CU/CM
-        return {"index": i, "video": squash_resize(frames, self.cfg.size), "c_t": torch.from_numpy(c_t[:n]),
-                "kind": "" if params is None else params.kind}
+        params = self.cfg.sampler.draw_for_clip(clip.clip_id, epoch, self.cfg.seed, n, h, w)
+        kind = "" if params is None else params.kind
+        if torch.is_tensor(video):
+            video, params = varied_input(video, params, self.cfg.size), None  # nothing left to apply
+        return {"index": i, "video": video, "params": params, "c_t": torch.from_numpy(c_t[:n]), "kind": kind}
 
 
 def collate_pairs(items: list[dict]) -> dict:
-    """Stack the usable clips of a batch; the others go to ``failed`` as ``(index, reason)``."""
+    """Stack the usable clips of a batch; the others go to ``failed`` as ``(index, reason)``.
+
+    ``video`` is a uint8 tensor, or, when some clips are still JPEGs, a list of ``(video, params)``.
+    """
     ok = [it for it in items if "error" not in it]
-    return {"video": torch.stack([it["video"] for it in ok]) if ok else None,
-            "c_t": torch.stack([it["c_t"] for it in ok]) if ok else None,
+    if all(torch.is_tensor(it["video"]) for it in ok):
+        video = torch.stack([it["video"] for it in ok]) if ok else None
+    else:
+        video = [(it["video"], it["params"]) for it in ok]
+    return {"video": video, "c_t": torch.stack([it["c_t"] for it in ok]) if ok else None,
             "failed": [(it["index"], it["error"]) for it in items if "error" in it]}
+
+
+def on_device(video: torch.Tensor | list, device, size: int) -> torch.Tensor:
+    """A collated ``video`` on ``device``: JPEG clips decoded and varied there, the others moved."""
+    if torch.is_tensor(video):
+        return video.to(device, non_blocking=True)
+    return torch.stack([v.to(device) if torch.is_tensor(v) else varied_input(decode_frames(v, device), p, size)
+                        for v, p in video])
 
 
 def _one_thread(_worker_id: int) -> None:
@@ -168,7 +199,7 @@ class StreamedPairs:
                             prefetch_factor=self.cfg.prefetch_factor if workers else None,
                             pin_memory=str(cfg.device).startswith("cuda"))
         for batch in loader:
-            x = None if batch["video"] is None else as_frames(batch["video"].to(cfg.device, non_blocking=True))
+            x = None if batch["video"] is None else as_frames(on_device(batch["video"], cfg.device, self.cfg.size))
             c_t = None if batch["c_t"] is None else batch["c_t"].to(cfg.device)
             yield PairBatch(x, c_t, batch["failed"])
 

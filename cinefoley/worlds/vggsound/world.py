@@ -19,7 +19,9 @@ bootstrap resamples); ``demo`` and ``paper`` both distil with the paper's settin
 40 frames = 10 s at 4 fps) and generate with 25 DPM-Solver++ steps; ``paper`` adds the ablation runs of
 Tables 3 and 4 and generates 10 samples per clip (``demo``: 1). ``model_options`` gives each checkpoint
 kind's loader keywords (e.g. ``{"cavp": {"stage_blocks": [1, 1, 2, 1], "base_channels": 4}}`` for the
-tests' small models); None = the released architectures.
+tests' small models); None = the released architectures. ``frames_dir``: a frame store
+(:mod:`cinefoley.worlds.vggsound.frames`), written by :meth:`VGGSoundWorld.build` and read wherever
+clips are decoded at 4 fps (features, distillation, the test sets' encoder input) instead of the mp4s.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from cinefoley.media.clips import read_manifest
 from cinefoley.media.video import load_video, resize
 from cinefoley.metrics.referees import Referees
 from cinefoley.models.align_classifier import load_align_classifier
-from cinefoley.models.cavp import load_cavp, squash_resize
+from cinefoley.models.cavp import load_cavp, varied_input
 from cinefoley.models.check import check_checkpoints
 from cinefoley.models.ldm import load_ldm
 from cinefoley.models.panns import load_panns
@@ -48,6 +50,7 @@ from cinefoley.testsets import load_params
 from cinefoley.variations import apply
 from cinefoley.worlds.base import RunSettings, World
 from cinefoley.worlds.vggsound.features import extract_features, read_feature_dir
+from cinefoley.worlds.vggsound.frames import load_frames, open_store, write_frame_store
 from cinefoley.worlds.vggsound.manifest import build_manifest
 from cinefoley.worlds.vggsound.stream import StreamDistillConfig, distill_vggsound
 from cinefoley.worlds.vggsound.testsets import build_vggsound_testsets
@@ -86,7 +89,7 @@ class VGGSoundWorld(World):
 
     def __init__(self, out_dir: str | Path, profile: str = "demo", *, seed: int = 0, vggsound_csv=None,
                  video_dir=None, cavp_ckpt=None, ldm_ckpt=None, classifier_ckpt=None, panns_ckpt=None,
-                 vggish_ckpt=None, model_options: dict | None = None, num_workers: int = 4):
+                 vggish_ckpt=None, model_options: dict | None = None, num_workers: int = 4, frames_dir=None):
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
         super().__init__(out_dir, PROFILES[profile], profile=profile, seed=seed)
@@ -96,6 +99,7 @@ class VGGSoundWorld(World):
                       "vggish_ckpt": vggish_ckpt}
         self.model_options = model_options or {}
         self.num_workers = num_workers
+        self.frames_dir = None if frames_dir is None else Path(frames_dir)
 
     def path(self, name: str) -> Path:
         """A file or folder the user named; a clear error when it was not given or does not exist."""
@@ -122,11 +126,21 @@ class VGGSoundWorld(World):
         return self.out / "vggsound" / "manifest.csv"
 
     def build(self, *, progress: bool = True) -> dict:
-        """A manifest of the clips of ``vggsound_csv`` whose videos are in ``video_dir``."""
+        """A manifest of the clips of ``vggsound_csv`` whose videos are in ``video_dir``; with ``frames_dir``,
+        their frame store too (finished shards are kept)."""
         report = build_manifest(self.path("vggsound_csv"), self.path("video_dir"), self.manifest_path)
         split = pd.read_csv(report.manifest, dtype=str, keep_default_na=False)["split"].value_counts().to_dict()
-        return {"world": self.name, "clips_in_csv": report.rows, "videos_found": report.found,
-                "videos_missing": report.missing, "per_split": split, "manifest": str(report.manifest)}
+        built = {"world": self.name, "clips_in_csv": report.rows, "videos_found": report.found,
+                 "videos_missing": report.missing, "per_split": split, "manifest": str(report.manifest)}
+        if self.frames_dir is not None:
+            store = write_frame_store(self.manifest_path, self.frames_dir, workers=self.num_workers, progress=progress)
+            built["frame_store"] = {k: store.summary[k] for k in ("clips", "unreadable", "bytes_per_clip")}
+        return built
+
+    @cached_property
+    def frame_store(self):
+        """The :class:`~cinefoley.worlds.vggsound.frames.FrameStore` of ``frames_dir``; None without one."""
+        return open_store(self.frames_dir)
 
     def manifest(self) -> pd.DataFrame:
         if not self.manifest_path.exists():
@@ -183,7 +197,8 @@ class VGGSoundWorld(World):
 
     def _distill_config(self, variation: str, k: float) -> DistillConfig:
         return StreamDistillConfig(**asdict(super()._distill_config(variation, k)), n_frames=self.settings.train_frames,
-                                   num_workers=self.num_workers)
+                                   num_workers=self.num_workers,
+                                   frames=None if self.frames_dir is None else str(self.frames_dir))
 
     def distill(self, name: str, *, progress: bool = True) -> dict:
         """Teacher features of every clip (once), then the streamed run ``name``."""
@@ -192,7 +207,7 @@ class VGGSoundWorld(World):
             return self.history(name)
         self.test_sets()  # writes the test clips' lengths into the manifest: their features are full length
         extract_features(self.manifest_path, self.teacher, self.teacher_dir, max_frames=self.settings.train_frames,
-                         workers=self.num_workers, progress=progress)
+                         workers=self.num_workers, frames=self.frames_dir, progress=progress)
         _, history = distill_vggsound(self.teacher, self.manifest_path, self.teacher_dir, run,
                                       self.distill_runs()[name], progress=progress)
         return history
@@ -213,7 +228,7 @@ class VGGSoundWorld(World):
         if not all((sub / f"{c}.npz").exists() for c in ids):
             extract_features(self.out / "testsets" / "test_original.csv", self.encoder(system), folder,
                              variation_manifests=[self.out / "testsets" / f"test_{k}.csv" for k in ("cu", "cm")],
-                             workers=self.num_workers, progress=False)
+                             workers=self.num_workers, frames=self.frames_dir, progress=False)
         feats = read_feature_dir(sub, ids)
         if not feats:
             raise ValueError(f"{sub}: no features of any {kind} test clip (all unreadable? see {folder / 'unreadable.csv'})")
@@ -230,9 +245,10 @@ class VGGSoundWorld(World):
         clips = []
         for cid in clip_ids:
             row = rows.loc[cid]
-            video = load_video(row["video_path"], n_frames=int(row["n_frames"]), start=_start(row))
+            video = load_frames(self.frame_store, cid, row["video_path"], n_frames=int(row["n_frames"]),
+                                start=_start(row))
             params = load_params(row)
-            clips.append(squash_resize(video if params is None else apply(video, params)))
+            clips.append(varied_input(video, params))
         return torch.stack(clips)
 
     # ------------------------------------------------------------------------------------------
