@@ -5,7 +5,7 @@ same window whatever subset of the dataset a user has. A recipe is resolution-fr
 window sizes and places as fractions of the frame, the camera move's direction) and is placed on
 each video's own size (:func:`place`). The project ships the recipes of VGGSound's official test
 list in ``data_manifests/`` (:data:`VGGSOUND_RECIPES`), so VGG-CU / VGG-CM stay pinned whatever
-changes in the RNG. The placed parameters are written into the test manifest (column
+changes in the RNG, and those of CineToy's test clips (:data:`CINETOY_RECIPES`). The placed parameters are written into the test manifest (column
 ``variation_params``, JSON of :class:`~cinefoley.variations.VariationParams`), together with how much
 of the sounding object stays in view when the manifest has ground-truth boxes (CineToy).
 """
@@ -28,6 +28,7 @@ KIND_NAMES = {"cu": "close_up", "cm": "camera_move"}
 #: The recipes the project ships: ``data_manifests/`` of the repository (beside the package).
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "data_manifests"
 VGGSOUND_RECIPES = RECIPES_DIR / "vggsound_test_recipes.csv.gz"
+CINETOY_RECIPES = RECIPES_DIR / "cinetoy_test_recipes.csv.gz"
 RECIPE_COLUMNS = ("clip_id", "cu_r_h", "cu_r_w", "cu_u_top", "cu_u_left", "cm_r_h", "cm_r_w", "cm_reverse",
                   "cm_square_axis", "cm_square_reverse")
 

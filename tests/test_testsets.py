@@ -141,7 +141,7 @@ def test_a_recipe_placed_on_any_frame_is_the_hashed_draw():
 
 
 def shipped_list(tmp_path: Path) -> Path:
-    """The official test list carried by the shipped recipes, written back in its own format."""
+    """The official test list carried by the shipped VGGSound recipes, written back in its own format."""
     import csv
 
     from cinefoley.testsets import read_recipes
@@ -163,6 +163,23 @@ def test_the_shipped_vggsound_recipes_regenerate_byte_for_byte(tmp_path):
     again = write_recipes(vggsound_recipes(shipped_list(tmp_path)), tmp_path / "again.csv.gz")
     assert again.read_bytes() == VGGSOUND_RECIPES.read_bytes()
     assert VGGSOUND_RECIPES.stat().st_size < 2_000_000
+
+
+def test_the_shipped_cinetoy_recipes_regenerate_byte_for_byte_and_make_the_world_s_test_sets(tmp_path):
+    from cinefoley.testsets import CINETOY_RECIPES, KIND_NAMES, read_recipes, write_recipes
+    from cinefoley.worlds.cinetoy.world import cinetoy_recipes
+
+    again = write_recipes(cinetoy_recipes(), tmp_path / "again.csv.gz")
+    assert again.read_bytes() == CINETOY_RECIPES.read_bytes()
+    shipped = read_recipes(CINETOY_RECIPES)
+    assert len(shipped) == 1000 and shipped.index[0] == "cinetoy_test_00000"
+    # the shipped rows are used: a changed row changes the window
+    shipped.loc["cinetoy_test_00000", ["cu_r_h", "cu_r_w", "cu_u_top", "cu_u_left"]] = [0.5, 0.25, 0.0, 1.0]
+    df = pd.DataFrame({"clip_id": ["cinetoy_test_00000", "cinetoy_test_00001"], "n_frames": 8, "height": 64,
+                       "width": 64})
+    cu = variation_testset(df, "cu", recipes=shipped)
+    assert load_params(cu.iloc[0]).boxes[0] == (0, 48, 32, 16)
+    assert load_params(cu.iloc[1]) == params_for_clip("cinetoy_test_00001", KIND_NAMES["cu"], 8, 64, 64)
 
 
 def test_the_shipped_recipes_carry_vggsound_s_official_test_list(tmp_path):
