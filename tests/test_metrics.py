@@ -425,3 +425,17 @@ def test_fd_drops_a_small_imaginary_part_of_sqrtm(monkeypatch):
     s1, s2 = np.diag([1.0, 4.0]), np.diag([4.0, 1.0])
     # Tr(S1 + S2 - 2 (S1 S2)^½) = 10 - 2 * 4 = 2, plus |mu1 - mu2|² = 2
     assert frechet_distance(np.zeros(2), s1, np.ones(2), s2) == pytest.approx(4.0, abs=1e-9)
+
+
+def test_every_video_can_be_drawn_and_groups_are_checked():
+    from cinefoley.metrics import resampled_indices
+
+    drawn = np.concatenate(list(resampled_indices(["v0", "v1", "v2"], 100, seed=4)))
+    assert set(drawn) == {0, 1, 2}
+    assert bootstrap_ci([1.0, 3.0], ["only", "only"], n_boot=5) == (2.0, 2.0, 2.0)  # one video: no spread
+    for bad in ([], [["a", "b"]]):
+        with pytest.raises(ValueError, match="groups must be a non-empty 1-D sequence of labels"):
+            bootstrap_ci(np.ones(len(bad)), bad)
+    for alpha in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\)"):
+            bootstrap_ci([1.0, 2.0], ["a", "b"], n_boot=3, alpha=alpha)

@@ -152,3 +152,41 @@ def test_effect_directions_of_a_made_up_table():
     table = pd.DataFrame([("x", "baseline", 1, 1, 1, 1, 1, 50), ("x", "ours", 2, 0, 2, 0, 2, 40)],
                          columns=["test_set", "system", *METRICS])
     assert effect_directions(table).iloc[0].drop("test_set").tolist() == [False, True, False, True, True, False]
+
+
+# ------------------------------------------------------------------------------------ what mutation testing asked
+
+def test_a_pair_at_exactly_one_half_is_not_aligned_in_figure5_as_in_align_acc():
+    """Diff-Foley's torch.round(p) == 1: p = 0.5 rounds to 0 (half to even), in Figure 5 as in Table 1."""
+    ids = np.array(["a", "b"])
+    base = features(ids, np.eye(2, 3), np.zeros((2, 5)), align_prob=np.array([0.5, 0.5]))
+    ours = features(ids, np.eye(2, 3), np.zeros((2, 5)), align_prob=np.array([0.5, 0.51]))
+    gain = per_class_align_gain(base, ours, {"a": "dog", "b": "dog"})
+    assert gain.loc["dog"].tolist() == [0.0, 50.0, 50.0]
+    assert score(ours, features(ids, np.eye(2, 3), np.zeros((2, 5))))["AlignAcc"] == 50.0
+
+
+def test_two_clips_have_a_kid_one_clip_has_none_and_few_items_a_finite_is():
+    ref = reference()
+    two = features(CLIPS[[0, 0, 1, 1]], RS(9).randn(4, 3), RS(10).randn(4, 5), align_prob=np.ones(4))
+    s = score(two, ref)
+    assert s["KID"] == pytest.approx(1e3 * by_hand_mmd2(two.clip_emb, ref.clip_emb[:2]), rel=1e-9)
+    assert s["IS"] == pytest.approx(inception_score(two.logits, splits=4)[0], rel=1e-12) and np.isfinite(s["IS"])
+    one = features(CLIPS[[3, 3]], RS(9).randn(2, 3), RS(10).randn(2, 5), align_prob=np.ones(2))
+    assert np.isnan(score(one, ref)["KID"])  # undefined: no pair of reference clips
+
+
+def test_paired_differences_need_the_same_items():
+    ref, baseline, ours = systems()
+    with pytest.raises(ValueError, match="baseline and ours must hold the same items in the same order"):
+        paired_differences(baseline, ours.take(np.arange(23, -1, -1)), ref, n_boot=2)
+
+
+def test_a_tie_is_no_improvement_and_test_sets_keep_their_order():
+    table = pd.DataFrame([("cm", "baseline", *[1.0] * 6), ("cm", "ours", *[1.0] * 6),
+                          ("original", "baseline", *[1.0] * 6), ("original", "ours", *[0.0] * 6)],
+                         columns=["test_set", "system", *METRICS])
+    d = effect_directions(table)
+    assert d.test_set.tolist() == ["cm", "original"]
+    assert not d.iloc[0][list(METRICS)].any()
+    assert d.iloc[1][list(METRICS)].tolist() == [True, True, True, True, False, False]
