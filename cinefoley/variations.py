@@ -54,7 +54,7 @@ class VariationParams:
 
     def for_shape(self, n_frames: int, height: int, width: int) -> "VariationParams":
         """The same draw placed on a clip of another length or frame size."""
-        return _resolve(self.kind, self.r_h, self.r_w, self.u_top, self.u_left, self.axis,
+        return resolve(self.kind, self.r_h, self.r_w, self.u_top, self.u_left, self.axis,
                         self.reverse, n_frames, height, width)
 
     def to_json(self) -> str:
@@ -73,7 +73,8 @@ def _crop_size(r: float, size: int) -> int:
     return max(1, min(size, round(size * r)))
 
 
-def _resolve(kind, r_h, r_w, u_top, u_left, axis, reverse, n_frames, height, width) -> VariationParams:
+def resolve(kind, r_h, r_w, u_top, u_left, axis, reverse, n_frames, height, width) -> VariationParams:
+    """Place resolution-free draws (fractions of the frame) on a clip of ``n_frames`` × ``height`` × ``width``."""
     ch, cw = _crop_size(r_h, height), _crop_size(r_w, width)
     room_h, room_w = height - ch, width - cw
     if kind == "close_up":
@@ -117,7 +118,7 @@ def draw_params(kind: str, n_frames: int, height: int, width: int, *, a1: float 
         axis, reverse = None, False
     else:
         u_top = u_left = 0.5
-    return _resolve(kind, r_h, r_w, u_top, u_left, axis, reverse, n_frames, height, width)
+    return resolve(kind, r_h, r_w, u_top, u_left, axis, reverse, n_frames, height, width)
 
 
 def _check_video(video: torch.Tensor) -> None:

@@ -129,3 +129,27 @@ def test_varied_input_is_the_recipe_in_one_pass(kind, shape, size):
     assert torch.equal(varied_input(frames, None, size), squash_resize(frames, size))
     with pytest.raises(ValueError, match="for_shape"):
         varied_input(frames[:-1], params, size)
+
+
+def test_a_strided_bottleneck_samples_after_its_3x3_conv():
+    """mmaction's 'pytorch' style puts the spatial stride on conv2 (3x3), not on conv1 (1x1): with conv1,
+    conv3 as identities and conv2 reading only its top-left tap, out[i, j] = x[2i - 1, 2j - 1]
+    (x[2i - 2, 2j - 2] if conv1 sampled first). Both placements give the same keys and shapes."""
+    from cinefoley.models.cavp import Bottleneck3d, ConvModule
+
+    block = Bottleneck3d(1, 1, spatial_stride=2, downsample=ConvModule(1, 4, (1, 1, 1), stride=(1, 2, 2), relu=False))
+    with torch.no_grad():
+        for conv in (block.conv1, block.conv2, block.conv3, block.downsample):
+            conv.conv.weight.zero_()
+            conv.bn.eps = 0.0
+        block.conv1.conv.weight.fill_(1.0)
+        block.conv2.conv.weight[0, 0, 0, 0, 0] = 1.0  # top-left tap: output (i, j) reads input (i - 1, j - 1)
+        block.conv3.conv.weight.fill_(1.0)
+        x = torch.arange(1.0, 37.0).reshape(1, 1, 1, 6, 6)
+        out = block.eval()(x)
+    expected = torch.zeros(3, 3)
+    for i in range(1, 3):
+        for j in range(1, 3):
+            expected[i, j] = x[0, 0, 0, 2 * i - 1, 2 * j - 1]
+    assert out.shape == (1, 4, 1, 3, 3)
+    torch.testing.assert_close(out[0, :, 0], expected.expand(4, 3, 3))

@@ -8,7 +8,8 @@ import torch
 import torch.multiprocessing as mp
 from torchrun import free_port
 
-from cinefoley.distill import (DistillConfig, cache_teacher_features, distill, distill_loss, load_features)
+from cinefoley.distill import (DistillConfig, cache_teacher_features, distill, distill_loss, epoch_order, load_features,
+                               rank_batches)
 from cinefoley.models.cinetoy.encoders import ToyVideoEncoder, ToyVideoEncoderConfig
 
 
@@ -123,6 +124,19 @@ def _ddp_worker(rank, world, port, out_dir):
     videos, ids = clips(8)
     distill(small_teacher(), videos, ids, out_dir, DistillConfig(epochs=2, batch_size=4, k=1.0), progress=False)
     dist.destroy_process_group()
+
+
+def test_each_rank_takes_only_its_share_of_every_global_batch():
+    """3 ranks, 10 clips, batches of 4: the shares of a step are disjoint, in rank order they are that step's
+    slice of the epoch's order (sizes 1, 1, 2; 0, 1, 1 for the last, 2-clip batch), and resuming skips steps."""
+    cfg = DistillConfig(batch_size=4, seed=3)
+    order = epoch_order(cfg, 1, 10).tolist()
+    shares = [rank_batches(cfg, 1, 10, 0, rank, 3) for rank in range(3)]
+    assert [[len(b) for b in s] for s in shares] == [[1, 1, 0], [1, 1, 1], [2, 2, 1]]
+    for step in range(3):
+        assert sum((s[step] for s in shares), []) == order[4 * step:4 * step + 4]
+    assert rank_batches(cfg, 1, 10, 2, 2, 3) == [order[9:10]]
+    assert rank_batches(cfg, 1, 10, 0) == [order[0:4], order[4:8], order[8:10]]  # one process takes it all
 
 
 @pytest.mark.slow

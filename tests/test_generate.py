@@ -68,6 +68,25 @@ def test_batched_cfg_equals_separate_calls_and_w1_ignores_the_unconditional_bran
     assert (a - w1).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("w", [0.0, 3.0])
+def test_guidance_is_eps_u_plus_w_times_eps_c_minus_eps_u(w):
+    """The sampler against a loop written from the formula eps = eps_u + w (eps_c - eps_u)."""
+    model = TinyLDM()
+    feats = torch.randn(2, 4, 8)
+    noise = initial_noise((4, 2, 8), [5, 6])
+    sch = dpm_solver(SCHEDULE, 4)
+    cond, uncond = model.context(feats), model.context(feats, uncond=True)
+    z = noise * sch.init_noise_sigma
+    with torch.no_grad():
+        for t in sch.timesteps:
+            x = sch.scale_model_input(z, t)
+            eps_u = model.unet(x, t, encoder_hidden_states=uncond).sample
+            eps_c = model.unet(x, t, encoder_hidden_states=cond).sample
+            z = sch.step(eps_u + w * (eps_c - eps_u), t, z).prev_sample
+        got = sample_latents(model, feats, noise, steps=4, guidance=w)
+    torch.testing.assert_close(got, z, atol=1e-4, rtol=1e-4)
+
+
 def _features(n=5):
     g = torch.Generator().manual_seed(0)
     return {f"clip{i}": torch.randn(4, 8, generator=g) for i in range(n)}

@@ -364,3 +364,78 @@ def test_first_per_clip_keeps_the_first_samples_of_every_clip_in_order():
     two = f.first_per_clip(2)
     assert two.clip_emb[:, 0].tolist() == [0, 1, 3, 4]
     assert len(f.first_per_clip(5).clip_ids) == 6
+
+
+# ------------------------------------------------------------------------------------ what mutation testing asked
+
+def test_kid_defaults_are_torch_fidelity_s():
+    """metrics.md §4: kid_subsets=100, kid_subset_size=1000, degree 3, coef0 1, rng_seed 2020."""
+    import inspect
+
+    params = inspect.signature(kid).parameters
+    assert {k: params[k].default for k in ("subsets", "subset_size", "seed", "degree", "gamma", "coef0")} == {
+        "subsets": 100, "subset_size": 1000, "seed": 2020, "degree": 3, "gamma": None, "coef0": 1.0}
+
+
+def test_kid_takes_a_given_gamma_and_warns_only_when_it_clamps():
+    a, b = RS(1).randn(6, 3), RS(2).randn(6, 3) + 1
+    k = lambda u, v: (0.5 * u @ v + 1) ** 3  # noqa: E731
+    xx = sum(k(a[i], a[j]) for i in range(6) for j in range(6) if i != j) / 30
+    yy = sum(k(b[i], b[j]) for i in range(6) for j in range(6) if i != j) / 30
+    expected = xx + yy - 2 * sum(k(u, v) for u in a for v in b) / 36
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 6 rows, subsets of 6: nothing is clamped
+        assert kid(a, b, subset_size=6, gamma=0.5)[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_metrics_compute_in_float64_whatever_the_input():
+    a, b = RS(3).randn(50, 4), RS(4).randn(50, 4) + 0.2
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    assert fd(a32, b32) == fd(a32.astype(np.float64), b32.astype(np.float64))
+    assert kid(a32, b32)[0] == kid(a32.astype(np.float64), b32.astype(np.float64))[0]
+    assert kl(a32, b32) == kl(a32.astype(np.float64), b32.astype(np.float64))
+
+
+def test_errors_name_the_argument_and_the_shapes():
+    with pytest.raises(ValueError, match=r"a must be a \(N, D\) array with N >= 2, got shape \(1, 3\)"):
+        kid(np.ones((1, 3)), np.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"b must be a \(N, D\) array .* got shape \(5,\)"):
+        kid(np.ones((4, 3)), np.ones(5))  # 1-D: five rows of nothing
+    with pytest.raises(ValueError, match="feature sizes differ: 3 vs 2"):
+        kid(np.ones((4, 3)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match="gen_logits must be"):
+        kl(np.ones(4), np.ones((4, 2)))
+    with pytest.raises(ValueError, match="ref_logits must be"):
+        kl(np.ones((4, 2)), np.ones(4))
+    with pytest.raises(ValueError, match="logits must be"):
+        inception_score(np.ones((1, 4)))
+    with pytest.raises(ValueError, match="features must be"):
+        fd(np.ones((1, 4)), np.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"statistics differ in shape: \(2,\) vs \(2,\), \(2, 2\) vs \(3, 3\)"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.eye(3))
+    with pytest.raises(ValueError, match="align_acc needs at least one probability"):
+        align_acc([])
+    assert align_acc([0.7]) == 1.0 and align_acc(np.array([[0.2, 0.9], [0.6, 0.4]])) == 0.5
+
+
+def test_fd_drops_a_small_imaginary_part_of_sqrtm(monkeypatch):
+    """pytorch-fid: an imaginary diagonal within 1e-3 is numerical noise and is dropped."""
+    real_sqrtm = scipy.linalg.sqrtm
+    monkeypatch.setattr(scores.scipy.linalg, "sqrtm", lambda m: real_sqrtm(m) + 1e-5j)
+    s1, s2 = np.diag([1.0, 4.0]), np.diag([4.0, 1.0])
+    # Tr(S1 + S2 - 2 (S1 S2)^½) = 10 - 2 * 4 = 2, plus |mu1 - mu2|² = 2
+    assert frechet_distance(np.zeros(2), s1, np.ones(2), s2) == pytest.approx(4.0, abs=1e-9)
+
+
+def test_every_video_can_be_drawn_and_groups_are_checked():
+    from cinefoley.metrics import resampled_indices
+
+    drawn = np.concatenate(list(resampled_indices(["v0", "v1", "v2"], 100, seed=4)))
+    assert set(drawn) == {0, 1, 2}
+    assert bootstrap_ci([1.0, 3.0], ["only", "only"], n_boot=5) == (2.0, 2.0, 2.0)  # one video: no spread
+    for bad in ([], [["a", "b"]]):
+        with pytest.raises(ValueError, match="groups must be a non-empty 1-D sequence of labels"):
+            bootstrap_ci(np.ones(len(bad)), bad)
+    for alpha in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\)"):
+            bootstrap_ci([1.0, 2.0], ["a", "b"], n_boot=3, alpha=alpha)

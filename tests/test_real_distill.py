@@ -61,6 +61,31 @@ def test_pairs_are_the_test_set_path_and_seeded(prepared):
     assert not torch.equal(ds[(0, 0)]["video"], ds[(1, 0)]["video"])  # a new draw every epoch
 
 
+def test_a_streamed_close_up_is_cropped_at_native_size_then_resized(prepared):
+    """VGG-CU's recipe: crop the window out of the native frame, resize it back to the frame (bilinear),
+    then squash-resize to the encoder's input. Resizing to the input first gives other pixels."""
+    _, manifest, _ = prepared
+    clips, _ = stream_clips(manifest, prepared[0] / "feats")
+    cfg = config(k=1.0, variation="cu")
+    ds = VGGSoundDistillSet(clips, cfg)
+    for i in (0, 1):
+        video = load_video(clips[i].video, n_frames=N_FRAMES)
+        h, w = video.shape[2:]
+        params = cfg.sampler.draw_for_clip(clips[i].clip_id, 0, cfg.seed, N_FRAMES, h, w)
+        top, left, bh, bw = params.boxes[0]
+        assert params.kind == "close_up" and (bh, bw) != (h, w) and h != 32
+        crop = torch.nn.functional.interpolate(video[:, :, top:top + bh, left:left + bw].float(), size=(h, w),
+                                               mode="bilinear", align_corners=False)
+        expected = squash_resize(crop.round().clamp(0, 255).to(torch.uint8), 32)
+        got = ds[(0, i)]["video"]
+        assert torch.equal(got, expected)
+        small = squash_resize(video, 32).float()  # the wrong order: resize first, then the scaled window
+        s_top, s_left, s_h, s_w = (round(v * 32 / d) for v, d in zip((top, left, bh, bw), (h, w, h, w)))
+        wrong = torch.nn.functional.interpolate(small[:, :, s_top:s_top + s_h, s_left:s_left + s_w], size=(32, 32),
+                                                mode="bilinear", align_corners=False).round().clamp(0, 255)
+        assert (got.float() - wrong).abs().mean() > 1.0
+
+
 def test_distillation_trains_skips_and_resumes_exactly(prepared, tmp_path):
     root, manifest, teacher = prepared
     student, history = distill_vggsound(teacher, manifest, root / "feats", tmp_path / "full",

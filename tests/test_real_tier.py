@@ -11,6 +11,7 @@ from diff_foley_files import CAVP_SMALL, save_cavp_file, small_cavp
 from torchrun import torchrun_cli
 
 from cinefoley.testsets import load_params
+from cinefoley.variations import params_for_clip
 from cinefoley.worlds.vggsound.manifest import build_manifest
 from cinefoley.cli import main as cli_main
 from cinefoley.worlds.vggsound.features import extract_features
@@ -105,6 +106,26 @@ def features_argv(root: Path, out: Path, manifest: Path) -> list[str]:
             "--cavp-stage-blocks", *map(str, CAVP_SMALL["stage_blocks"]),
             "--cavp-base-channels", str(CAVP_SMALL["base_channels"]), "--out", str(out), "--device", "cpu",
             "--workers", "2"]
+
+
+def test_the_paper_s_recipe_takes_the_shipped_windows(dataset, tmp_path, monkeypatch):
+    """With seed 0 (a1 = 0.4, a2 = 0.6) a clip of the shipped recipes gets its row's windows on its own frame:
+    a half-size close-up at the top right of 64 x 96 is (0, 48, 32, 48); the camera move runs right to left."""
+    from cinefoley.testsets import recipes_table, write_recipes
+
+    root, _ = dataset
+    table = recipes_table(["land-scape_000001"])
+    table.loc[0, ["cu_r_h", "cu_r_w", "cu_u_top", "cu_u_left", "cm_r_h", "cm_r_w", "cm_reverse"]] = [
+        0.5, 0.5, 0.0, 1.0, 0.5, 0.5, 1]
+    monkeypatch.setattr(vggsound_testsets, "VGGSOUND_RECIPES", write_recipes(table, tmp_path / "recipes.csv.gz"))
+    build_vggsound_testsets(root / "manifest.csv", tmp_path / "sets")
+    sets = {k: pd.read_csv(tmp_path / "sets" / f"test_{k}.csv", dtype={"clip_id": str}).set_index("clip_id")
+            for k in ("cu", "cm")}
+    assert load_params(sets["cu"].loc["land-scape_000001"]).boxes == ((0, 48, 32, 48),) * N_FRAMES
+    cm = load_params(sets["cm"].loc["land-scape_000001"]).boxes
+    assert (cm[0], cm[-1]) == ((16, 48, 32, 48), (16, 0, 32, 48))
+    square = load_params(sets["cu"].loc["square_000002"])  # not in the recipes: the hashed draw
+    assert square == params_for_clip("square_000002", "close_up", N_FRAMES, 80, 80)
 
 
 def test_features_layout_values_and_resume(dataset, tmp_path):

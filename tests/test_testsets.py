@@ -126,3 +126,83 @@ def test_the_manifest_build_world_returns_works_from_any_folder(tmp_path, monkey
     paths = write_testsets(manifest, tmp_path / "sets")
     cu = pd.read_csv(paths["cu"])
     assert all(Path(p).exists() for p in cu["video_path"])
+
+
+# ------------------------------------------------------------------------------------ shipped recipes
+
+def test_a_recipe_placed_on_any_frame_is_the_hashed_draw():
+    from cinefoley.testsets import KIND_NAMES, place, recipe
+
+    for cid in ("c000", "c001", "0_8-g2rof7E_000049", "---g-f_I2yQ_000001"):
+        rec = recipe(cid, seed=2)
+        for kind in ("cu", "cm"):
+            for shape in ((8, 64, 64), (40, 360, 640), (40, 640, 360), (3, 101, 99)):
+                assert place(rec, kind, *shape) == params_for_clip(cid, KIND_NAMES[kind], *shape, seed=2)
+
+
+def shipped_list(tmp_path: Path) -> Path:
+    """The official test list carried by the shipped VGGSound recipes, written back in its own format."""
+    import csv
+
+    from cinefoley.testsets import read_recipes
+
+    shipped = read_recipes()
+    path = tmp_path / "test.csv"
+    with path.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows((f"{c}.mp4", label)
+                                                     for c, label in zip(shipped["clip_id"], shipped["label"]))
+    return path
+
+
+def test_the_shipped_vggsound_recipes_regenerate_byte_for_byte(tmp_path):
+    """data_manifests/vggsound_test_recipes.csv.gz is what the recipe gives for the list it carries: the windows
+    of VGG-CU / VGG-CM are pinned, and a change of RNG or code that moves one of them fails here."""
+    from cinefoley.testsets import VGGSOUND_RECIPES, write_recipes
+    from cinefoley.worlds.vggsound.testsets import vggsound_recipes
+
+    again = write_recipes(vggsound_recipes(shipped_list(tmp_path)), tmp_path / "again.csv.gz")
+    assert again.read_bytes() == VGGSOUND_RECIPES.read_bytes()
+    assert VGGSOUND_RECIPES.stat().st_size < 2_000_000
+
+
+def test_the_shipped_cinetoy_recipes_regenerate_byte_for_byte_and_make_the_world_s_test_sets(tmp_path):
+    from cinefoley.testsets import CINETOY_RECIPES, KIND_NAMES, read_recipes, write_recipes
+    from cinefoley.worlds.cinetoy.world import cinetoy_recipes
+
+    again = write_recipes(cinetoy_recipes(), tmp_path / "again.csv.gz")
+    assert again.read_bytes() == CINETOY_RECIPES.read_bytes()
+    shipped = read_recipes(CINETOY_RECIPES)
+    assert len(shipped) == 1000 and shipped.index[0] == "cinetoy_test_00000"
+    # the shipped rows are used: a changed row changes the window
+    shipped.loc["cinetoy_test_00000", ["cu_r_h", "cu_r_w", "cu_u_top", "cu_u_left"]] = [0.5, 0.25, 0.0, 1.0]
+    df = pd.DataFrame({"clip_id": ["cinetoy_test_00000", "cinetoy_test_00001"], "n_frames": 8, "height": 64,
+                       "width": 64})
+    cu = variation_testset(df, "cu", recipes=shipped)
+    assert load_params(cu.iloc[0]).boxes[0] == (0, 48, 32, 16)
+    assert load_params(cu.iloc[1]) == params_for_clip("cinetoy_test_00001", KIND_NAMES["cu"], 8, 64, 64)
+
+
+def test_the_shipped_recipes_carry_vggsound_s_official_test_list(tmp_path):
+    from cinefoley.testsets import read_recipes
+    from cinefoley.worlds.vggsound.manifest import read_vggsound_csv
+
+    clips = read_vggsound_csv(shipped_list(tmp_path))
+    assert len(clips) == 15446 and {c.split for c in clips} == {"test"}
+    assert len({c.label for c in clips}) == 309
+    by_id = {c.clip_id: c for c in clips}
+    heart = by_id["0_8-g2rof7E_000049"]
+    assert (heart.youtube_id, heart.start_s, heart.label) == ("0_8-g2rof7E", 49, "heart sounds, heartbeat")
+    assert sum("_" in c.youtube_id for c in clips) > 1000
+    first = read_recipes().iloc[0]  # pinned by value: glLQrEijrKg_000300, the list's first clip
+    assert (first.clip_id, first.label) == ("glLQrEijrKg_000300", "playing hammond organ")
+    assert (first.cu_r_h, first.cm_square_axis) == (0.5402840698229154, "vertical")
+
+
+def test_unreadable_recipes_name_the_file(tmp_path):
+    from cinefoley.testsets import read_recipes
+
+    with pytest.raises(FileNotFoundError, match="nothing.csv"):
+        read_recipes(tmp_path / "nothing.csv")
+    (tmp_path / "other.csv").write_text("clip_id,label\na,b\n")
+    with pytest.raises(ValueError, match=r"other.csv: not a test-set recipes table.*cu_r_h"):
+        read_recipes(tmp_path / "other.csv")

@@ -331,3 +331,11 @@ def test_for_shape_keeps_the_relative_draw(kind):
 ])
 def test_visible_fraction(obj, window, expected):
     assert visible_fraction(obj, window) == pytest.approx(expected)
+
+
+def test_visible_fraction_by_hand():
+    window = (10, 10, 20, 20)  # (top, left, height, width)
+    assert visible_fraction((12, 0, 4, 5), window) == 0.0  # beside the window: rows overlap, columns do not
+    assert visible_fraction((0, 12, 5, 4), window) == 0.0  # above it
+    assert visible_fraction((15, 15, 1, 1), window) == 1.0  # a one-pixel object inside
+    assert visible_fraction((5, 20, 10, 20), window) == pytest.approx(0.25)  # 5 of 10 rows, 10 of 20 columns

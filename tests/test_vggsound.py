@@ -1,4 +1,4 @@
-"""VGGSound manifests: the real test list, the official 4-column format, missing videos, bad rows."""
+"""VGGSound manifests: the official 4-column format, split lists, missing videos, bad rows (the real test list: test_testsets)."""
 
 import csv
 from pathlib import Path
@@ -13,9 +13,6 @@ from cinefoley.worlds.vggsound.manifest import (
 from cinefoley.cli import main as cli_main
 from cinefoley.errors import MediaError
 
-# the public test split beside the checkout (../shared/), never copied into the repo
-REAL_TEST_LIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "vggsound" / "test.csv"
-
 OFFICIAL = (
     '---g-f_I2yQ,1,people marching,test\n'
     '0_8-g2rof7E,49,"heart sounds, heartbeat",train\n'
@@ -28,19 +25,6 @@ OFFICIAL = (
 def _rows(path: Path) -> list[dict]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-def test_reads_the_real_test_list():
-    clips = read_vggsound_csv(REAL_TEST_LIST)
-    assert len(clips) == 15446 and {c.split for c in clips} == {"test"}
-    assert len({c.label for c in clips}) == 309
-    with REAL_TEST_LIST.open(newline="") as f:
-        names = [row[0] for row in csv.reader(f)]
-    assert [c.clip_id + ".mp4" for c in clips] == names
-    by_id = {c.clip_id: c for c in clips}
-    heart = by_id["0_8-g2rof7E_000049"]
-    assert (heart.youtube_id, heart.start_s, heart.label) == ("0_8-g2rof7E", 49, "heart sounds, heartbeat")
-    assert sum("_" in c.youtube_id for c in clips) > 1000
 
 
 def test_official_format_quoted_labels_odd_ids_and_split_filter(tmp_path):

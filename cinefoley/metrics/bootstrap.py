@@ -4,10 +4,13 @@ A test set has several items per video (several generated samples, or a clip in 
 and CM test sets), and FD, KID and IS are functions of the whole set, not means of per-item scores.
 So each bootstrap replicate draws the videos (``groups``) with replacement, takes *all* items of
 every drawn video (a video drawn twice contributes its items twice), and re-evaluates the metric on
-that set. The interval is the percentile interval of the replicates (Efron's percentile bootstrap).
+that set. The interval is the percentile interval of the replicates (Efron's percentile bootstrap);
+replicates where the statistic is undefined (NaN, e.g. KID of a replicate that drew one video) are
+left out of it.
 
 ``values_or_fn`` is either per-item values (the statistic is their mean) or a function of an integer
-index array into the caller's per-item arrays, e.g. ``lambda i: fd(gen[i], ref[i])``.
+index array into the caller's per-item arrays, e.g. ``lambda i: fd(gen[i], ref[i])``. A statistic may
+return a dict of metrics (all evaluated once per replicate); the answer is then a dict of intervals.
 """
 
 from __future__ import annotations
@@ -55,26 +58,36 @@ def _as_statistic(values_or_fn, n_items: int) -> Callable[[np.ndarray], float]:
 def _percentiles(replicates: list[float], alpha: float) -> tuple[float, float]:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    lo, hi = np.percentile(replicates, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    lo, hi = np.nanpercentile(replicates, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi)
+
+
+def _interval(full, replicates: list, alpha: float):
+    """The interval of a float statistic, or a dict of intervals of a dict-valued one."""
+    if isinstance(full, dict):
+        return {k: Interval(float(full[k]), *_percentiles([r[k] for r in replicates], alpha)) for k in full}
+    return Interval(float(full), *_percentiles(replicates, alpha))
 
 
 def bootstrap_ci(values_or_fn, groups: Sequence, n_boot: int = 1000, seed: int = 0,
                  alpha: float = 0.05) -> Interval:
     """Percentile interval of a metric, resampling ``groups`` (one video label per item).
 
-    ``values_or_fn``: per-item values (mean) or ``fn(indices) -> float`` evaluated on every replicate.
+    ``values_or_fn``: per-item values (mean) or ``fn(indices) -> float`` (or a dict of floats)
+    evaluated on every replicate.
     """
     n_items = len(groups)
     statistic = _as_statistic(values_or_fn, n_items)
     replicates = [statistic(idx) for idx in resampled_indices(groups, n_boot, seed)]
-    return Interval(float(statistic(np.arange(n_items))), *_percentiles(replicates, alpha))
+    return _interval(statistic(np.arange(n_items)), replicates, alpha)
 
 
 def _take(data, idx: np.ndarray):
     if isinstance(data, tuple):
         return tuple(_take(d, idx) for d in data)
-    return np.asarray(data)[idx]
+    if isinstance(data, (np.ndarray, list)):
+        return np.asarray(data)[idx]
+    return data.take(idx)  # an object that selects its own rows, e.g. evaluate.Features
 
 
 def paired_bootstrap_diff(metric_fn: Callable, a, b, groups: Sequence, n_boot: int = 1000, seed: int = 0,
@@ -83,8 +96,9 @@ def paired_bootstrap_diff(metric_fn: Callable, a, b, groups: Sequence, n_boot: i
 
     ``a`` (e.g. the baseline) and ``b`` (ours) hold one row per item, aligned with ``groups``; either
     may be a tuple of such arrays, passed to ``metric_fn`` as a tuple (e.g. ``(gen_features,
-    ref_features)`` with ``metric_fn = lambda x: fd(*x)``). Pairing removes the between-video
-    variance that the two systems share.
+    ref_features)`` with ``metric_fn = lambda x: fd(*x)``), or an object with ``len`` and
+    ``take(indices)``. ``metric_fn`` may return a dict of metrics: the answer is then a dict of
+    intervals of ``b[m] - a[m]``. Pairing removes the between-video variance that the two systems share.
     """
     n_items = len(groups)
     for data in (a, b):
@@ -92,8 +106,11 @@ def paired_bootstrap_diff(metric_fn: Callable, a, b, groups: Sequence, n_boot: i
             if len(array) != n_items:
                 raise ValueError(f"an input has {len(array)} rows for {n_items} group labels")
 
-    def diff(idx: np.ndarray) -> float:
-        return float(metric_fn(_take(b, idx)) - metric_fn(_take(a, idx)))
+    def diff(idx: np.ndarray):
+        of_a, of_b = metric_fn(_take(a, idx)), metric_fn(_take(b, idx))
+        if isinstance(of_b, dict):
+            return {k: float(of_b[k] - of_a[k]) for k in of_b}
+        return float(of_b - of_a)
 
     replicates = [diff(idx) for idx in resampled_indices(groups, n_boot, seed)]
-    return Interval(diff(np.arange(n_items)), *_percentiles(replicates, alpha))
+    return _interval(diff(np.arange(n_items)), replicates, alpha)

@@ -4,7 +4,8 @@
 
 - FD: Fréchet distance of per-clip "2048" embeddings; FAD: the same on VGGish 0.96-s frame embeddings,
   every frame one sample (pytorch-fid's formula, shared by fid.py and fad.py).
-- KID: unbiased MMD² with a cubic polynomial kernel over random subsets (torch-fidelity's).
+- KID: unbiased MMD² with a cubic polynomial kernel over random subsets (torch-fidelity's); each
+  reference clip enters once, however many samples were generated for it.
 - KL: paired KL(reference ‖ generated) of the softmaxed 527 logits, summed over classes and averaged
   over pairs (``F.kl_div(log(softmax(gen) + 1e-6), softmax(ref), reduction="sum") / N``).
 - IS: Inception score of the generated logits, 10 splits (torch-fidelity's ``metric_isc``).
@@ -71,38 +72,42 @@ def fad(frames_a, frames_b) -> float:
 
 
 def _polynomial_mmd2(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef0: float) -> float:
-    m = len(x)
+    """Unbiased MMD² (Gretton et al. 2012, eq. 3) of ``m`` rows ``x`` and ``n`` rows ``y``."""
+    m, n = len(x), len(y)
     k_xx = (x @ x.T * gamma + coef0) ** degree
     k_yy = (y @ y.T * gamma + coef0) ** degree
     k_xy = (x @ y.T * gamma + coef0) ** degree
-    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-    return float(within - 2 * k_xy.sum() / (m * m))
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.sum() / (m * n))
 
 
 def kid(a, b, subsets: int = 100, subset_size: int = 1000, seed: int = 2020, *, degree: int = 3,
         gamma: float | None = None, coef0: float = 1.0) -> tuple[float, float]:
     """Kernel Inception distance of generated ``a`` and reference ``b``: ``(mean, std)`` over subsets.
 
-    torch-fidelity / audioldm_eval: ``subset_size`` is clamped to ``min(n_a, n_b)`` (with a
-    warning; every subset is then a permutation of the whole set and std = 0), ``RandomState(seed)``
-    draws each subset of ``a`` then of ``b`` without replacement, kernel ``(x·y / d + 1)³``,
-    unbiased MMD², std with ddof 0.
+    torch-fidelity / audioldm_eval: ``RandomState(seed)`` draws each subset of ``a`` then of ``b``
+    without replacement, kernel ``(x·y / d + 1)³``, unbiased MMD², std with ddof 0. ``subset_size``
+    is clamped to each set's size (with a warning; a set no larger than it enters every subset whole,
+    and when both do, std = 0). Sets of equal size give torch-fidelity's numbers; where they differ
+    (several generated samples against each reference clip once) each keeps its own subset size,
+    where torch-fidelity would clamp both to the smaller set.
     """
     x, y = _matrix(a, "a"), _matrix(b, "b")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"feature sizes differ: {x.shape[1]} vs {y.shape[1]}")
-    m = min(subset_size, len(x), len(y))
-    if m < subset_size:
-        warnings.warn(f"KID: subset_size {subset_size} clamped to {m} (the smaller set)", RuntimeWarning,
+    m, n = min(subset_size, len(x)), min(subset_size, len(y))
+    if min(m, n) < subset_size:
+        warnings.warn(f"KID: subset_size {subset_size} clamped to {min(m, n)} (the smaller set)", RuntimeWarning,
                       stacklevel=2)
     gamma = 1.0 / x.shape[1] if gamma is None else gamma
-    if m == len(x) == len(y):  # every subset is a permutation of both sets: MMD² is the same for all
+    if (m, n) == (len(x), len(y)):  # every subset is a permutation of both sets: MMD² is the same for all
         return _polynomial_mmd2(x, y, degree, gamma, coef0), 0.0
     rng = np.random.RandomState(seed)
     mmds = []
     for _ in range(subsets):
         xs = x[rng.choice(len(x), m, replace=False)]
-        ys = y[rng.choice(len(y), m, replace=False)]
+        ys = y[rng.choice(len(y), n, replace=False)]
         mmds.append(_polynomial_mmd2(xs, ys, degree, gamma, coef0))
     return float(np.mean(mmds)), float(np.std(mmds))
 

@@ -33,11 +33,11 @@ from cinefoley.models.cinetoy.pretrain import PretrainConfig, pretrain
 from cinefoley.models.cinetoy.referees import (EvaluatorTrainConfig, classification_accuracy, train_alignment_classifier,
                                                train_audio_classifier, train_frame_embedder)
 from cinefoley.models.model_io import load_model, save_model
-from cinefoley.testsets import write_testsets
+from cinefoley.testsets import CINETOY_RECIPES, read_recipes, recipes_table, write_testsets
 from cinefoley.utils import atomic_write_json, seed_everything, write_run_record
 from cinefoley.variations import VariationParams, apply_batch
 from cinefoley.worlds.base import RunSettings, World
-from cinefoley.worlds.cinetoy.render import CLASSES, WorldConfig, build_world
+from cinefoley.worlds.cinetoy.render import CLASSES, WorldConfig, build_world, plan_clip
 
 SHIPPED = Path(__file__).resolve().parents[2] / "weights"
 MODEL_NAMES = ("teacher", "audio_encoder", "generator", "audio_classifier", "frame_embedder", "align_classifier")
@@ -118,7 +118,8 @@ class CineToyWorld(World):
         return self._data
 
     def _write_test_sets(self) -> dict[str, Path]:
-        return write_testsets(self.manifest(), self.out / "testsets", seed=self.seed)
+        shipped = read_recipes(CINETOY_RECIPES) if self.seed == 0 else None  # data_manifests/: seed 0's windows
+        return write_testsets(self.manifest(), self.out / "testsets", seed=self.seed, recipes=shipped)
 
     def test_clip_ids(self) -> list[str]:
         return list(self.load()["test"].clip_ids)
@@ -250,6 +251,12 @@ class CineToyWorld(World):
 
 # ---------------------------------------------------------------------------------------------
 # training the models (notebook 02 with retrain=True)
+
+def cinetoy_recipes() -> pd.DataFrame:
+    """The CU / CM recipes (seed 0) of the test clips of every profile (the paper profile's hold the others')."""
+    return recipes_table([plan_clip(PROFILES["paper"].world, "test", i).clip_id
+                          for i in range(PROFILES["paper"].world.n_test)])
+
 
 def train_models(data: dict[str, ClipTensors], settings: CineToySettings, seed: int, models_dir: str | Path, *,
                  progress: bool = True) -> dict:

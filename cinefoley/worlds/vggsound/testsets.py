@@ -19,9 +19,9 @@ import pandas as pd
 
 from cinefoley.progress import progress_bar
 from cinefoley.errors import MediaError
-from cinefoley.testsets import write_testsets
-from cinefoley.worlds.vggsound.manifest import (FPS, MAX_FRAMES, UNREADABLE_COLUMNS, read_rows, resolve_path,
-                                                start_of, write_csv)
+from cinefoley.testsets import VGGSOUND_RECIPES, read_recipes, recipes_table, write_testsets
+from cinefoley.worlds.vggsound.manifest import (FPS, MAX_FRAMES, UNREADABLE_COLUMNS, read_rows, read_vggsound_csv,
+                                                resolve_path, start_of, write_csv)
 
 FRAME_COLUMNS = ("height", "width", "duration_s", "n_frames")
 
@@ -96,6 +96,15 @@ def add_frame_info(df: pd.DataFrame, root: Path, rows: pd.Series, *, max_frames:
     return failures
 
 
+def vggsound_recipes(test_list: str | Path) -> pd.DataFrame:
+    """The VGG-CU / VGG-CM recipes (seed 0, a1 = 0.4, a2 = 0.6) of every clip of VGGSound's official test list
+    (``test.csv``: ``<id>_<start>.mp4,<label>``), in its order, with its label."""
+    clips = read_vggsound_csv(test_list, split="test")
+    table = recipes_table([c.clip_id for c in clips])
+    table.insert(1, "label", [c.label for c in clips])
+    return table
+
+
 @dataclass
 class TestsetReport:
     """What :func:`build_vggsound_testsets` wrote."""
@@ -116,6 +125,8 @@ def build_vggsound_testsets(manifest: str | Path, out_dir: str | Path, *, split:
 
     The frame sizes and lengths read from the headers are written back into ``manifest`` (cached for
     the next call). Clips whose video cannot be read are left out and listed in ``<split>_unreadable.csv``.
+    With the paper's recipe (seed 0, a1 = 0.4, a2 = 0.6) the clips of the official test list take their
+    windows from the shipped recipes (:data:`~cinefoley.testsets.VGGSOUND_RECIPES`).
     """
     manifest, out_dir = Path(manifest), Path(out_dir)
     df, root = read_rows(manifest)
@@ -131,6 +142,7 @@ def build_vggsound_testsets(manifest: str | Path, out_dir: str | Path, *, split:
     if "start_s" in rows:
         rows["start_s"] = rows["start_s"].astype(float).fillna(0.0)
     rows.attrs["root"] = str(root)
-    paths = write_testsets(rows, out_dir, split=split, seed=seed, a1=a1, a2=a2)
+    shipped = read_recipes(VGGSOUND_RECIPES) if (seed, a1, a2) == (0, 0.4, 0.6) else None
+    paths = write_testsets(rows, out_dir, split=split, seed=seed, a1=a1, a2=a2, recipes=shipped)
     unreadable = write_csv(out_dir / f"{split}_unreadable.csv", pd.DataFrame(failures, columns=UNREADABLE_COLUMNS))
     return TestsetReport(paths, unreadable, int(in_split.sum()), len(failures))
