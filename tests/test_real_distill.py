@@ -78,7 +78,8 @@ def test_a_streamed_close_up_is_cropped_at_native_size_then_resized(prepared):
                                                mode="bilinear", align_corners=False)
         expected = squash_resize(crop.round().clamp(0, 255).to(torch.uint8), 32)
         got = ds[(0, i)]["video"]
-        assert torch.equal(got, expected)
+        diff = (got.float() - expected.float()).abs()  # models.cavp.varied_input: uint8 kernels, the same to 2 levels
+        assert diff.max() <= 2 and diff.mean() <= 0.5
         small = squash_resize(video, 32).float()  # the wrong order: resize first, then the scaled window
         s_top, s_left, s_h, s_w = (round(v * 32 / d) for v, d in zip((top, left, bh, bw), (h, w, h, w)))
         wrong = torch.nn.functional.interpolate(small[:, :, s_top:s_top + s_h, s_left:s_left + s_w], size=(32, 32),
