@@ -57,6 +57,9 @@ MAIN_RUN = "cu@75"
 #: Table 3 compares the variation, Table 4 the proportion k.
 TABLE3_RUNS = ("cu@50", "cm@50", "cu&cm@66.7")
 TABLE4_RUNS = ("cu@50", "cu@75", "cu@100")
+#: The paired differences (a − b) that read each table: f_cm and f_cu&cm against f_cu; k = 75 % against 50 and 100 %.
+TABLE3_PAIRS = (("cm@50", "cu@50"), ("cu&cm@66.7", "cu@50"), ("cu&cm@66.7", "cm@50"))
+TABLE4_PAIRS = (("cu@75", "cu@50"), ("cu@75", "cu@100"), ("cu@100", "cu@50"))
 
 
 def distill_loss_per_clip(c_t: torch.Tensor, c_s: torch.Tensor) -> torch.Tensor:

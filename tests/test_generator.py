@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from synthetic_av import make_clips
 
-from cinefoley.models.cinetoy.generator import (GeneratorTrainConfig, ToyLDM, ToyLDMConfig, diffusion_loss,
-                                 train_generator)
 from cinefoley.generate import sample_latents
+from cinefoley.models.cinetoy.generator import (FrameLocalCrossAttnProcessor, GeneratorTrainConfig, ToyLDM,
+                                                ToyLDMConfig, diffusion_loss, train_generator)
 from cinefoley.models.model_io import load_model, save_model
 
 TINY = ToyLDMConfig(patch=16, latent_channels=8, block_out_channels=(32, 32), attention_heads=2, norm_num_groups=8)
@@ -24,17 +24,58 @@ def _tiny(seed=0):
     return ToyLDM(TINY)
 
 
-@pytest.mark.parametrize("patch, channels, geometry", [(8, 16, (16, 2)), (16, 8, (8, 1))])
+@pytest.mark.parametrize("patch, channels, geometry", [(8, 16, (16, 2)), (16, 8, (8, 1)), ((64, 4), 8, (2, 4))])
 def test_latent_is_the_fitted_first_stage(clips, patch, channels, geometry):
     model = ToyLDM(ToyLDMConfig(patch=patch, latent_channels=channels, block_out_channels=(16, 16),
                                 attention_heads=2, norm_num_groups=8))
     model.first_stage.fit(clips.mels)
     z = model.encode_mel(clips.mels)
-    shape = (channels, 128 // patch, 128 // patch)
+    shape = (channels, geometry[0], 128 // (16 // geometry[1]))
     assert model.latent_shape == shape and z.shape == (16, *shape) and model.unet.config.in_channels == channels
     assert model.latent_geometry == geometry           # (latent rows, latent columns per video frame)
     assert (z.std() - 1).abs() < 1e-3
     assert torch.equal(model.decode_latent(z), model.first_stage.decode(z))
+
+
+def test_frame_bias_lands_on_the_frame_under_each_latent_column():
+    """A 2 x 32 latent of 8 frames: at every level of the UNet, column c of w lies under frame c * 8 // w."""
+    proc = FrameLocalCrossAttnProcessor(latent_height=2, columns_per_frame=4, frame_bias=3.0)
+    like = torch.zeros(1)
+    for h, w in ((2, 32), (1, 16), (1, 8), (1, 4)):
+        bias = proc.bias(h * w, 8, like)
+        assert bias.shape == (h * w, 8) and set(bias.unique().tolist()) == {0.0, 3.0}
+        assert (bias.sum(1) == 3.0).all()                                       # one frame per query
+        for q in range(h * w):
+            assert bias[q].argmax().item() == (q % w) * 8 // w                  # row-major: column = q mod w
+    with pytest.raises(ValueError, match="fit no level"):
+        proc.bias(63, 8, like)
+
+
+def test_cross_attention_is_frame_local_and_self_attention_is_not():
+    model = ToyLDM(ToyLDMConfig(block_out_channels=(16, 16), attention_heads=2, norm_num_groups=8)).eval()
+    kinds = {name: type(p).__name__ for name, p in model.unet.attn_processors.items()}
+    assert {k for n, k in kinds.items() if ".attn2." in n} == {"FrameLocalCrossAttnProcessor"}
+    assert {k for n, k in kinds.items() if ".attn1." in n} == {"AttnProcessor2_0"}
+    plain = ToyLDM(ToyLDMConfig(block_out_channels=(16, 16), attention_heads=2, norm_num_groups=8, frame_bias=0))
+    assert {type(p).__name__ for p in plain.unet.attn_processors.values()} == {"AttnProcessor2_0"}
+
+
+def test_a_frames_features_move_mostly_the_columns_under_it():
+    """Changing frame 5's features changes the predicted noise under frame 5 more than elsewhere (bias 8),
+    and not so with plain cross-attention: the time prior the frame bias gives."""
+    def spread(frame_bias):
+        torch.manual_seed(0)
+        model = ToyLDM(ToyLDMConfig(block_out_channels=(16, 16), attention_heads=2, norm_num_groups=8,
+                                    frame_bias=frame_bias)).eval()
+        z, t = torch.randn(1, *model.latent_shape), torch.tensor([500])
+        feats = torch.randn(1, 8, 512)
+        moved = feats.clone()
+        moved[0, 5] = torch.randn(512)
+        with torch.no_grad():
+            change = (model(z, t, model.context(moved)) - model(z, t, model.context(feats))).abs().mean(dim=(0, 1, 2))
+        per_frame = change.reshape(8, 4).mean(1)                               # 4 latent columns per frame
+        return per_frame[5] / per_frame[[0, 1, 2]].mean()
+    assert spread(8.0) > 3 * spread(0.0) and spread(8.0) > 2
 
 
 def test_features_are_standardised_before_the_embedder():

@@ -23,7 +23,7 @@ def test_the_record_is_the_demo_profile_s_world_and_stages(tmp_path):
     record = json.loads((SHIPPED / "weights.json").read_text())
     assert record["world"] == as_json(asdict(DEMO.world))
     # the stages that train the shipped models (the later ones, distillation and evaluation, do not)
-    for stage in ("pretrain_epochs", "generator_steps", "evaluator_epochs"):
+    for stage in ("pretrain_epochs", "generator_steps", "evaluator_epochs", "align_epochs"):
         assert record["stages"][stage] == getattr(DEMO, stage), stage
     assert record["seed"] == 0 and set(record["final_losses"]) == {"teacher", "generator"}
     assert CineToyWorld(tmp_path, "demo").shipped_weights_match()

@@ -73,7 +73,11 @@ def test_02_checks_every_checkpoint_and_the_referee(vggsound_smoke_run):
     cavp = next(m for m in record["models"] if m["model"] == "cavp")
     assert cavp["ignored"] == 4  # the released layout's audio branch, accepted and reported
     checks = pd.DataFrame(record["checks"])
-    assert len(checks) == 5 and (checks.n == 2).all() and checks.accuracy.between(0, 1).all()
+    assert len(checks) == 6 and (checks.n == 2).all() and checks.accuracy.between(0, 1).all()
+    assert "sound delayed by 128 ms (half a frame)" in checks.check.tolist()
+    first_stage = pd.DataFrame(record["first_stage"])
+    assert first_stage["first stage"].iloc[0] == "AutoencoderKL" and first_stage["mel MSE"].iloc[0] >= 0
+    assert set(pd.DataFrame(record["generator"]).check) == {"Align Acc (%)"}  # no classifier of VGGSound's labels
 
 
 def test_03_distils_streamed_and_measures_the_drift(vggsound_smoke_run):

@@ -237,3 +237,14 @@ def mel_to_audio_librosa(mel: np.ndarray, *, n_iter: int = 32, seed: int = 0) ->
     wav = librosa.griffinlim(magnitude, n_iter=n_iter, hop_length=HOP_LENGTH, pad_mode=PAD_MODE,
                              random_state=seed)
     return wav.astype(np.float32)
+
+
+def shift_mels(mels: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Each mel (B, n_mels, N) moved by ``shifts[i]`` mel frames (> 0: later), the gap filled with its quietest
+    value (the room tone), nothing wrapped round."""
+    n = mels.shape[-1]
+    source = torch.arange(n)[None] - shifts[:, None]                      # (B, N)
+    inside = (source >= 0) & (source < n)
+    moved = mels.gather(2, source.clamp(0, n - 1)[:, None].expand(-1, mels.shape[1], -1))
+    floor = mels.amin(dim=(1, 2), keepdim=True).expand_as(mels)
+    return torch.where(inside[:, None], moved, floor)

@@ -117,6 +117,18 @@ def intervals_table(rows: dict[tuple[str, str], dict[str, Interval]], index_name
     return pd.DataFrame(records)
 
 
+def interval_strings(table: pd.DataFrame, index: Sequence[str], digits: int = 2) -> pd.DataFrame:
+    """A table of :func:`intervals_table` as "estimate [lo, hi]" per metric, for reading; a paired difference
+    whose interval excludes 0 is marked with *."""
+    def cell(row, m):
+        est, lo, hi = row[m], row[f"{m}_lo"], row[f"{m}_hi"]
+        mark = "*" if lo > 0 or hi < 0 else ""
+        return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]{mark}"
+
+    return pd.DataFrame({m: [cell(r, m) for _, r in table.iterrows()] for m in METRICS},
+                        index=pd.MultiIndex.from_frame(table[list(index)]))
+
+
 def per_class_align_gain(baseline: Features, ours: Features, labels: dict[str, str]) -> pd.DataFrame:
     """Figure 5: Align Acc (%) of each class, baseline and ours, and the gain, sorted by gain."""
     # a pair counts as aligned exactly as in Align Acc: torch.round(p) == 1, so p = 0.5 does not
@@ -228,6 +240,20 @@ class Scoreboard:
         n = self.world.settings.ablation_samples_per_clip
         return intervals_table({(kind, r): self.scored(r, kind, first_per_clip=n, n_boot=max(20, self.n_boot // 3))
                                 for kind in TEST_SETS for r in have}, index_names=("test_set", "training"))
+
+    def ablation_differences(self, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame | None:
+        """Tables 3 and 4 as paired differences: for each (a, b) of ``pairs`` whose students both exist, a − b
+        per test set and metric, both scored on the same resampled videos and the ablation's sounds per clip.
+        None when no pair exists."""
+        have = set(self.world.systems())
+        pairs = [(a, b) for a, b in pairs if a in have and b in have]
+        if not pairs:
+            return None
+        n = self.world.settings.ablation_samples_per_clip
+        return intervals_table({(kind, f"{a} − {b}"): paired_differences(
+            self.features(b, kind).first_per_clip(n), self.features(a, kind).first_per_clip(n), self.reference,
+            n_boot=self.n_boot, seed=self.seed) for kind in TEST_SETS for a, b in pairs},
+            index_names=("test_set", "difference"))
 
     def per_class_gain(self, kind: str = "cu", ours: str = MAIN_RUN) -> pd.DataFrame:
         """Figure 5: Align Acc of each class on ``kind``, baseline and ours, sorted by the gain."""

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cinefoley.media.audio import mel_spectrogram
+from cinefoley.media.audio import mel_spectrogram, shift_mels
 from cinefoley.metrics.extractors import AudioFeatureExtractor, FeatureCache
 from cinefoley.models.align_classifier import AlignmentClassifier
 from cinefoley.models.panns import Cnn14, load_panns, panns_input
@@ -55,9 +55,11 @@ class Referees:
         return cls(extractor, lambda mels, feats: alignment_probs(align_classifier, mels, feats))
 
 
-#: The pairs :func:`alignment_checks` shows the alignment classifier: (name, how the features are moved:
-#: None = its own video, n = rolled by n frames, "half" = by half the clip, "other" = another clip's).
+#: The pairs :func:`alignment_checks` shows the alignment classifier: (name, what is moved: None = nothing,
+#: n = the video rolled by n frames, "half" = by half the clip, "other" = another clip's video,
+#: ("sound", m) = the sound delayed by m mel frames of 16 ms).
 ALIGNMENT_CHECKS = (("real sound with its own video: aligned", None),
+                    ("sound delayed by 128 ms (half a frame)", ("sound", 8)),
                     ("video shifted by 1 frame (0.25 s)", 1),
                     ("video shifted by 2 frames (0.5 s)", 2),
                     ("video shifted by half the clip", "half"),
@@ -69,7 +71,8 @@ def alignment_checks(referees: Referees, mels: np.ndarray, feats: torch.Tensor) 
     features and another clip's: per kind of pair, the share it gets right (chance 50 %).
 
     ``mels`` (n, 128, 16 T) real test mels, ``feats`` (n, T, C) the teacher's features of the same clips.
-    A shift rolls the features in time (circularly); "another clip" pairs clip i with clip i + 1.
+    A video shift rolls the features in time (circularly); a sound delay moves the mel later, filling the start
+    with its room tone (:func:`~cinefoley.media.audio.shift_mels`); "another clip" pairs clip i with clip i + 1.
     Columns: ``referee``, ``check``, ``accuracy``, ``chance``, ``n``.
     """
     if len(mels) < 2:
@@ -77,13 +80,14 @@ def alignment_checks(referees: Referees, mels: np.ndarray, feats: torch.Tensor) 
     t = feats.shape[1]
     rows = []
     for name, shift in ALIGNMENT_CHECKS:
-        if shift is None:
-            f = feats
+        m, f = mels, feats
+        if isinstance(shift, tuple):
+            m = shift_mels(torch.as_tensor(np.asarray(mels)), torch.full((len(mels),), shift[1])).numpy()
         elif shift == "other":
             f = feats.roll(1, dims=0)
-        else:
+        elif shift is not None:
             f = feats.roll(t // 2 if shift == "half" else shift, dims=1)
-        called = np.asarray(referees.align_prob(mels, f)) >= 0.5
+        called = np.asarray(referees.align_prob(m, f)) >= 0.5
         rows.append({"referee": "alignment classifier (Align Acc)", "check": name,
                      "accuracy": float(called.mean() if shift is None else 1 - called.mean()),
                      "chance": 0.5, "n": len(called)})

@@ -10,14 +10,20 @@ What is kept from Diff-Foley's LDM (``Stage2_LDM.yaml``):
   embedder but its released sampler uses post-embedder zeros; here training uses post-embedder zeros
   too, so training and sampling agree (``context(feats, uncond=True)``).
 
-What differs, and why: the first stage is not a trained KL autoencoder (minutes of 2-core CPU
-training on its own, and it blurs the tones it must reconstruct) but a closed-form one,
-:class:`cinefoley.models.cinetoy.first_stage.PatchPCA`: 8 x 8 mel patches projected on their 16 leading principal
-components and scaled to unit std (LDM's ``scale_by_std``), fitted on the training mels by
-``train_generator``. That gives the UNet a 16 x 16 x N/8 latent, like Diff-Foley's 4 x 16 x 64 latent of
-a 128 x 512 mel, with fewer channels than the UNet is wide. And the features are centred and scaled
-(``fit_feature_scale``) before the embedder: unit-norm toy features vary by ~0.02 per dimension, which
-the embedder's position embedding would drown.
+What differs, and why:
+- the first stage is not a trained KL autoencoder (minutes of 2-core CPU training on its own, and it
+  blurs the tones it must reconstruct) but a closed-form one,
+  :class:`cinefoley.models.cinetoy.first_stage.PatchPCA`: 64 x 4 mel patches (64 mel bands x 64 ms)
+  projected on their 8 leading principal components and scaled to unit std (LDM's ``scale_by_std``),
+  fitted on the training mels by ``train_generator``. A 2.048-s clip becomes an 8 x 2 x 32 latent, four
+  latent columns per video frame, so an onset lands within 64 ms.
+- cross-attention is frame-local (:class:`FrameLocalCrossAttnProcessor`): each latent column's attention
+  logits get ``frame_bias`` added for the video frame it lies under. Diff-Foley learns where in time
+  to look from millions of steps on VGGSound; a CPU-sized UNet trained for minutes on 600 clips does not,
+  and with plain cross-attention its sound followed the class but not the timing. The bias is a prior,
+  not a mask: every column still sees every frame.
+- the features are centred and scaled (``fit_feature_scale``) before the embedder: unit-norm toy
+  features vary by ~0.02 per dimension, which the embedder's position embedding would drown.
 
 The sampler (:mod:`cinefoley.generate`) uses only ``unet``, ``context``, ``latent_geometry``,
 ``decode_latent`` and ``noise_schedule``.
@@ -31,11 +37,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0
 from torch import nn
 
 from cinefoley.progress import progress_bar
 from cinefoley.models.conditioning import VideoFeatEmbedder
-from cinefoley.models.cinetoy.first_stage import PatchPCA
+from cinefoley.models.cinetoy.first_stage import PatchPCA, patch_size
 from cinefoley.models.ldm import NOISE_SCHEDULE
 from cinefoley.utils import seed_everything
 
@@ -44,14 +51,54 @@ from cinefoley.utils import seed_everything
 class ToyLDMConfig:
     n_mels: int = 128
     mel_frames: int = 128            # 2.048 s at hop 256 / 16 kHz
-    patch: int = 8                   # first stage: mel patch side ...
-    latent_channels: int = 16        # ... and principal components kept per patch
-    feat_dim: int = 512              # per-frame video feature (CAVP layout)
-    max_frames: int = 40             # positions of the embedder (Diff-Foley: 40)
-    block_out_channels: tuple[int, ...] = (64, 64, 64)
+    patch: tuple[int, int] = (64, 4)  # first stage: (mel bands, mel frames) of a patch ...
+    latent_channels: int = 8          # ... and principal components kept per patch
+    feat_dim: int = 512               # per-frame video feature (CAVP layout)
+    max_frames: int = 40              # positions of the embedder (Diff-Foley: 40)
+    block_out_channels: tuple[int, ...] = (64, 96)
     layers_per_block: int = 1
     attention_heads: int = 4
     norm_num_groups: int = 16
+    frame_bias: float = 4.0           # added to a latent column's attention logit for its own frame; 0 = plain
+
+
+MEL_FRAMES_PER_VIDEO_FRAME = 16  # 4 fps video, 16-kHz audio at hop 256
+
+
+class FrameLocalCrossAttnProcessor(AttnProcessor2_0):
+    """diffusers' scaled-dot-product attention, with ``frame_bias`` added to the logit of the video frame
+    that each latent column lies under (cross-attention only; self-attention is unchanged).
+
+    The UNet flattens a (h, w) latent level row by row, so query q sits in column q mod w; with T frame
+    tokens, column c of w lies under frame floor(c T / w). The level's (h, w) is found from the query count:
+    h = ceil(latent_height / 2^l), w = ceil(T * columns_per_frame / 2^l) (diffusers' stride-2 downsampling).
+    """
+
+    def __init__(self, latent_height: int, columns_per_frame: int, frame_bias: float):
+        super().__init__()
+        self.latent_height, self.columns_per_frame, self.frame_bias = latent_height, columns_per_frame, frame_bias
+
+    def level_width(self, n_queries: int, n_frames: int) -> int:
+        h, w = self.latent_height, self.columns_per_frame * n_frames
+        while h * w != n_queries:
+            if h == w == 1:
+                raise ValueError(f"{n_queries} queries fit no level of a {self.latent_height} x "
+                                 f"{self.columns_per_frame * n_frames} latent")
+            h, w = -(-h // 2), -(-w // 2)
+        return w
+
+    def bias(self, n_queries: int, n_frames: int, like: torch.Tensor) -> torch.Tensor:
+        """(n_queries, n_frames): ``frame_bias`` where the query's column lies under the frame, else 0."""
+        w = self.level_width(n_queries, n_frames)
+        frame = torch.arange(n_queries, device=like.device) % w * n_frames // w
+        own = frame[:, None] == torch.arange(n_frames, device=like.device)[None]
+        return own.to(like.dtype) * self.frame_bias
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if encoder_hidden_states is not None:
+            bias = self.bias(hidden_states.shape[1], encoder_hidden_states.shape[1], hidden_states)
+            attention_mask = bias.expand(len(hidden_states), -1, -1)
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
 
 
 class ToyLDM(nn.Module):
@@ -63,19 +110,24 @@ class ToyLDM(nn.Module):
     def __init__(self, config: ToyLDMConfig | None = None):
         super().__init__()
         self.config = config = config or ToyLDMConfig()
-        p, c = config.patch, config.latent_channels
-        if config.n_mels % p or config.mel_frames % p:
-            raise ValueError(f"patch {p} must divide the mel size {config.n_mels} x {config.mel_frames}")
-        self.first_stage = PatchPCA(config.n_mels, p, c)
+        (bands, frames), c = patch_size(config.patch), config.latent_channels
+        if config.n_mels % bands or config.mel_frames % frames or MEL_FRAMES_PER_VIDEO_FRAME % frames:
+            raise ValueError(f"patch {bands} x {frames} must divide the mel size {config.n_mels} x "
+                             f"{config.mel_frames} and a video frame's {MEL_FRAMES_PER_VIDEO_FRAME} mel frames")
+        self.first_stage = PatchPCA(config.n_mels, (bands, frames), c)
         width = config.block_out_channels[-1]
         depth = len(config.block_out_channels)
         self.unet = UNet2DConditionModel(
-            sample_size=config.n_mels // p, in_channels=c, out_channels=c,
+            sample_size=config.n_mels // bands, in_channels=c, out_channels=c,
             down_block_types=("CrossAttnDownBlock2D",) * (depth - 1) + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1),
             block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
             cross_attention_dim=width, attention_head_dim=config.attention_heads,
             norm_num_groups=config.norm_num_groups)
+        if config.frame_bias:
+            local = FrameLocalCrossAttnProcessor(*self.latent_geometry, config.frame_bias)
+            self.unet.set_attn_processor({name: local if ".attn2." in name else AttnProcessor2_0()
+                                          for name in self.unet.attn_processors})
         self.cond = VideoFeatEmbedder(config.feat_dim, width, config.max_frames)
         self.noise_schedule = dict(NOISE_SCHEDULE)
         self.register_buffer("feat_mean", torch.zeros(config.feat_dim))
@@ -93,13 +145,13 @@ class ToyLDM(nn.Module):
     @property
     def latent_geometry(self) -> tuple[int, int]:
         """(latent height, latent columns per video frame of 16 mel frames)."""
-        p = self.config.patch
-        return self.config.n_mels // p, 16 // p
+        bands, frames = patch_size(self.config.patch)
+        return self.config.n_mels // bands, MEL_FRAMES_PER_VIDEO_FRAME // frames
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        p = self.config.patch
-        return (self.config.latent_channels, self.config.n_mels // p, self.config.mel_frames // p)
+        bands, frames = patch_size(self.config.patch)
+        return (self.config.latent_channels, self.config.n_mels // bands, self.config.mel_frames // frames)
 
     def context(self, feats: torch.Tensor, uncond: bool = False) -> torch.Tensor:
         """Cross-attention context (B, T, width) of features (B, T, 512); ``uncond``: zeros after the embedder."""
@@ -121,7 +173,7 @@ class ToyLDM(nn.Module):
 
 @dataclass
 class GeneratorTrainConfig:
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 32
     lr: float = 3e-3                 # 3e-3 learnt the condition faster than 1e-3 on CineToy (see notes)
     warmup_steps: int = 50

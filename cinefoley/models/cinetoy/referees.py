@@ -8,9 +8,14 @@
   128 mel frames, gives 2 embeddings; an 8.192-s clip, 512 frames, gives 8). It is trained as a
   frame-level classifier on the clip's label (VGGish, too, was trained on video-level labels).
 - ``AlignmentClassifier`` stands in for Diff-Foley's evaluation classifier (Align Acc): (mel, per-frame
-  video features (T, 512)) -> logit of p(aligned). It is trained on aligned pairs against time-shifted
-  pairs (the clip's own features rolled by >= ``min_shift`` frames) and mismatched pairs (another
-  clip's features), 2 : 1 : 1.
+  video features (T, 512)) -> logit of p(aligned). Diff-Foley's repository does not give its pair recipe;
+  this one (:func:`alignment_pairs`) makes it reject what Align Acc must reject, wrong timing and wrong
+  class: half of the pairs are aligned, the rest, in equal shares, have the video rolled by
+  >= ``min_shift`` frames, the sound delayed or advanced by 128-768 ms, another clip's video, or the same
+  onsets played by another class (``other_class_mels``, rendered by the world). The 4-fps features do
+  resolve less than a frame (0.25 s): an object's flash decays over ~0.2 s, so the frame after an onset
+  says how long ago it was; the smallest sound shift, 128 ms, is half a frame. Every pair gets the same
+  small noise on mel and features, so that generated sound, smoother than real sound, is not itself a cue.
 
 All three flatten the mel axis after their conv trunks instead of averaging it, so that sounds that
 differ only in pitch stay apart (see ``ToyAudioEncoder``).
@@ -25,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cinefoley.media.audio import shift_mels
 from cinefoley.progress import progress_bar
 from cinefoley.models.cinetoy.encoders import mel_trunk
 from cinefoley.utils import seed_everything
@@ -160,24 +166,44 @@ class EvaluatorTrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.01
-    min_shift: int = 2      # alignment negatives: roll by min_shift .. T - min_shift frames
+    min_shift: int = 2      # alignment negatives: roll the video by min_shift .. T - min_shift frames ...
+    sound_shift: tuple[int, int] = (8, 48)  # ... or move the sound by 8 .. 48 mel frames (128 .. 768 ms)
+    mel_noise: float = 0.03     # std of the noise added to every mel in [0, 1] ...
+    feature_noise: float = 0.1  # ... and to the features, relative to their std
     seed: int = 0
     device: str = "cpu"
 
 
-def alignment_pairs(mels: torch.Tensor, feats: torch.Tensor, idx: torch.Tensor, min_shift: int,
-                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mel, features, label) for clips ``idx``: 1/2 aligned, 1/4 time-shifted, 1/4 another clip's."""
+#: The kinds of :func:`alignment_pairs`, in the order of their codes; the first is the only aligned one.
+PAIR_KINDS = ("aligned", "video rolled", "sound moved", "another clip", "other class, same onsets")
+
+
+def alignment_pairs(mels: torch.Tensor, feats: torch.Tensor, idx: torch.Tensor, cfg: "EvaluatorTrainConfig",
+                    gen: torch.Generator, other_class_mels: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mel, features, label) for clips ``idx``: half aligned (label 1), the rest one of the other
+    :data:`PAIR_KINDS` in equal shares (label 0); without ``other_class_mels`` its share goes to "another clip"."""
     n, t = len(mels), feats.shape[1]
-    if not 0 < min_shift <= t - min_shift:
-        raise ValueError(f"min_shift {min_shift} leaves no shift for {t} frames")
-    kind = torch.randint(4, (len(idx),), generator=gen)            # 0, 1: aligned; 2: shifted; 3: other
-    other = (idx + torch.randint(1, n, (len(idx),), generator=gen)) % n
-    shift = torch.randint(min_shift, t - min_shift + 1, (len(idx),), generator=gen)
-    source = torch.where(kind == 3, other, idx)
-    roll = torch.where(kind == 2, shift, 0)
+    if not 0 < cfg.min_shift <= t - cfg.min_shift:
+        raise ValueError(f"min_shift {cfg.min_shift} leaves no shift for {t} frames")
+    b = len(idx)
+    kind = torch.where(torch.rand(b, generator=gen) < 0.5, 0, torch.randint(1, len(PAIR_KINDS), (b,), generator=gen))
+    if other_class_mels is None:
+        kind = torch.where(kind == 4, 3, kind)
+    other = (idx + torch.randint(1, n, (b,), generator=gen)) % n
+    roll = torch.where(kind == 1, torch.randint(cfg.min_shift, t - cfg.min_shift + 1, (b,), generator=gen), 0)
+    lo, hi = cfg.sound_shift
+    sign = torch.randint(2, (b,), generator=gen) * 2 - 1
+    shift = torch.where(kind == 2, sign * torch.randint(lo, hi + 1, (b,), generator=gen), 0)
+    mel = mels[idx]
+    if other_class_mels is not None:
+        mel = torch.where((kind == 4)[:, None, None], other_class_mels[idx], mel)
+    mel = shift_mels(mel, shift)
     frames = (torch.arange(t)[None] - roll[:, None]) % t
-    return mels[idx], feats[source[:, None], frames], (kind < 2).float()
+    feat = feats[torch.where(kind == 3, other, idx)[:, None], frames]
+    mel = (mel + cfg.mel_noise * torch.randn(mel.shape, generator=gen)).clamp(0, 1)
+    feat = feat + cfg.feature_noise * feats.std() * torch.randn(feat.shape, generator=gen)
+    return mel, feat, (kind == 0).float()
 
 
 def _fit(model: nn.Module, n: int, step_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
@@ -243,15 +269,17 @@ def train_frame_embedder(mels: torch.Tensor, labels: torch.Tensor, cfg: Evaluato
 
 
 def train_alignment_classifier(mels: torch.Tensor, feats: torch.Tensor, cfg: EvaluatorTrainConfig | None = None,
-                               progress: bool = True) -> tuple[AlignmentClassifier, dict[str, list[float]]]:
-    """Train the Align Acc classifier on real mels (N, 128, 16 T) and their clips' features (N, T, 512)."""
+                               progress: bool = True, other_class_mels: torch.Tensor | None = None
+                               ) -> tuple[AlignmentClassifier, dict[str, list[float]]]:
+    """Train the Align Acc classifier on real mels (N, 128, 16 T), their clips' features (N, T, 512) and, where
+    the world can render them, the same onsets played by another class (N, 128, 16 T) (:func:`alignment_pairs`)."""
     cfg = cfg or EvaluatorTrainConfig()
     seed_everything(cfg.seed)
     model = AlignmentClassifier(AlignmentClassifierConfig(
         n_mels=mels.shape[1], feat_dim=feats.shape[2])).to(cfg.device)
 
     def step_loss(idx, gen):
-        mel, feat, label = alignment_pairs(mels, feats, idx, cfg.min_shift, gen)
+        mel, feat, label = alignment_pairs(mels, feats, idx, cfg, gen, other_class_mels)
         return F.binary_cross_entropy_with_logits(model(mel.to(cfg.device), feat.to(cfg.device)),
                                                   label.to(cfg.device))
 
@@ -271,18 +299,3 @@ def classification_accuracy(model: AudioClassifier | FrameEmbedder, mels: torch.
         correct += int((pred == label).sum())
         total += label.numel()
     return correct / total
-
-
-@torch.no_grad()
-def alignment_accuracy(model: AlignmentClassifier, mels: torch.Tensor, feats: torch.Tensor,
-                       min_shift: int = 2, seed: int = 0, batch_size: int = 64) -> float:
-    """Held-out accuracy on a fixed (seeded) set of aligned / shifted / mismatched pairs of these clips."""
-    model.eval()
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    correct = 0
-    for idx in torch.arange(len(mels)).split(batch_size):
-        mel, feat, label = alignment_pairs(mels, feats, idx, min_shift, gen)
-        pred = (model(mel.to(device), feat.to(device)) > 0).float().cpu()
-        correct += int((pred == label).sum())
-    return correct / len(mels)

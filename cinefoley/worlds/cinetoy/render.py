@@ -29,10 +29,11 @@ Everything is deterministic from the world seed.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -327,6 +328,24 @@ def render_audio(plan: ClipPlan, duration: float, sr: int = SAMPLE_RATE) -> np.n
     return (0.5 * audio / max(np.abs(audio).max(), 1e-6)).astype(np.float32)
 
 
+def other_class_mels(cfg: WorldConfig, clip_ids: list[str], seed: int = 0) -> np.ndarray:
+    """(N, 128, mel frames): each clip's onsets, gains and pitch played by another class's synthesiser (the
+    class drawn from (seed, clip id)), through the same mel front end; the alignment classifier's
+    "right timing, wrong class" pairs."""
+    from cinefoley.media.audio import mel_spectrogram
+
+    n_frames = round(cfg.duration * 4) * 16  # 16 mel frames per 4-fps video frame
+    mels = []
+    for clip_id in clip_ids:
+        _, split, index = clip_id.rsplit("_", 2)
+        plan = plan_clip(cfg, split, int(index))
+        offset = 1 + stable_hash("other-class", seed, clip_id) % (len(CLASSES) - 1)
+        audio = render_audio(replace(plan, cls=(plan.cls + offset) % len(CLASSES)), cfg.duration)
+        audio, _ = sf.read(io.BytesIO(_wav_bytes(audio)), dtype="float32")  # as stored: 16-bit
+        mels.append(mel_spectrogram(audio)[:, :n_frames])
+    return np.stack(mels).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------
 # the world on disk
 
@@ -360,8 +379,6 @@ def render_clip(plan: ClipPlan, cfg: WorldConfig, root: Path) -> None:
 
 
 def _wav_bytes(audio: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     sf.write(buf, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
     return buf.getvalue()
