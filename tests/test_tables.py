@@ -190,3 +190,18 @@ def test_a_tie_is_no_improvement_and_test_sets_keep_their_order():
     assert d.test_set.tolist() == ["original", "cm"]  # as in the table, not sorted
     assert d.iloc[0][list(METRICS)].tolist() == [True, True, True, True, False, False]
     assert not d.iloc[1][list(METRICS)].any()
+
+
+def test_table1_figure_draws_an_interval_that_misses_its_estimate(tmp_path):
+    """IS of a bootstrap resample (repeated clips) is biased low, so its interval can lie below the full set's IS:
+    the figure still draws both (error bars around the estimate would be negative and refused)."""
+    from cinefoley import plots
+
+    rows = []
+    for kind in ("original", "cu"):
+        for system in ("baseline", "ours"):
+            rows.append({"test_set": kind, "system": system, "IS": 8.16, "IS_lo": 7.3, "IS_hi": 8.10})
+    fig = plots.table1_figure(pd.DataFrame(rows), ["IS"])
+    segments = fig.axes[0].collections[0].get_segments()
+    assert [tuple(s[:, 1]) for s in segments] == [(7.3, 8.10)] * 2
+    fig.savefig(tmp_path / "t.png")
