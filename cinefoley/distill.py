@@ -146,7 +146,7 @@ def frame_similarity(c_ref: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class DistillConfig:
-    """Settings of one distillation run (paper: f_cu, k = 0.75, AdamW lr 5e-4, batch 32, 25 epochs)."""
+    """Settings of one distillation run (paper: f_cu, k = 0.75, AdamW lr 5e-4, batch 32, 25 epochs; the lr schedule is ours)."""
 
     variation: str = "cu"  # "cu", "cm" or "cu&cm"
     k: float = 0.75
@@ -155,6 +155,11 @@ class DistillConfig:
     epochs: int = 25
     batch_size: int = 32  # the global batch, summed over DDP ranks
     lr: float = 5e-4
+    # The paper names no schedule. Cosine decay to 0 over the run is ours: on CineToy's demo world the
+    # constant rate ended with the student's full-frame features further from T's (cosine 0.984 vs 0.989)
+    # and its sound on original clips worse (Align Acc 90.0 vs 91.7 %, class 76.7 vs 81.7 %, one sample
+    # per clip) for the same close-up gain. "constant" is the paper read literally.
+    lr_schedule: str = "cosine"
     weight_decay: float = 0.01
     seed: int = 0
     device: str = "cpu"
@@ -164,6 +169,14 @@ class DistillConfig:
     @property
     def sampler(self) -> VariationSampler:
         return VariationSampler(self.variation, self.k, self.a1, self.a2)
+
+    def learning_rate(self, step: int, total_steps: int) -> float:
+        """AdamW's rate at global step ``step`` of ``total_steps`` (a function of the step, so resuming keeps it)."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
 
 
 @dataclass
@@ -354,6 +367,8 @@ def train_student(teacher: nn.Module, source: PairSource, out_dir: str | Path, c
             batches = batches[:max(0, cfg.max_steps - global_step)]
         for batch in source.batches(cfg, epoch, batches):
             unusable.update({source.clip_ids[i]: reason for i, reason in batch.failed})
+            for group in opt.param_groups:
+                group["lr"] = cfg.learning_rate(global_step, cfg.epochs * steps_per_epoch)
             loss = student_step(model, opt, batch, source.input_shape, cfg)
             if loss is not None:
                 history["step_loss"].append(loss)

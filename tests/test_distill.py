@@ -90,6 +90,22 @@ def test_distillation_pulls_varied_features_towards_the_teacher(tmp_path):
     assert after < 0.7 * before
 
 
+def test_the_learning_rate_decays_as_a_cosine_over_the_whole_run(tmp_path, monkeypatch):
+    cfg = DistillConfig(lr=4e-4)
+    assert [cfg.learning_rate(s, 100) for s in (0, 50, 100)] == pytest.approx([4e-4, 2e-4, 0.0])
+    assert cfg.learning_rate(25, 100) == pytest.approx(2e-4 * (1 + np.cos(np.pi / 4)))
+    assert DistillConfig(lr=4e-4, lr_schedule="constant").learning_rate(77, 100) == 4e-4
+    with pytest.raises(ValueError, match="lr_schedule"):
+        DistillConfig(lr_schedule="step").learning_rate(0, 10)
+    import cinefoley.distill as d
+
+    rates, real = [], d.student_step
+    monkeypatch.setattr(d, "student_step", lambda m, opt, *a: (rates.append(opt.param_groups[0]["lr"]), real(m, opt, *a))[1])
+    videos, ids = clips(8)
+    distill(small_teacher(), videos, ids, tmp_path, DistillConfig(lr=4e-4, epochs=2, batch_size=4), progress=False)
+    assert rates == pytest.approx([4e-4 * 0.5 * (1 + np.cos(np.pi * s / 4)) for s in range(4)])  # 2 epochs x 2 steps
+
+
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     videos, ids = clips(12)
     cfg = DistillConfig(epochs=3, batch_size=4, checkpoint_every=2)

@@ -86,6 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=25)
     d.add_argument("--batch-size", type=int, default=32, help="the global batch, over all ranks")
     d.add_argument("--lr", type=float, default=5e-4)
+    d.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                   help="cosine decay to 0 over the run (ours; the paper names no schedule) or constant")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--n-frames", type=int, default=MAX_FRAMES, help="4-fps frames per clip")
     d.add_argument("--workers", type=int, default=4, help="DataLoader processes decoding clips")
@@ -163,7 +165,7 @@ def _run_distill(args: argparse.Namespace) -> int:
 
     with process_group() as (rank, world):
         cfg = StreamDistillConfig(variation=args.variation, k=args.k, a1=args.a1, a2=args.a2, epochs=args.epochs,
-                                  batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                  batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed,
                                   device=rank_device(args.device or _device_default()),
                                   checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
                                   split=None if args.split == "all" else args.split, n_frames=args.n_frames,
