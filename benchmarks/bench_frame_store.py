@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_vggsound_stream import write_vggsound_like  # noqa: E402
+from bench_vggsound_stream import benchmark_videos  # noqa: E402
 
 from cinefoley.media.video import load_video  # noqa: E402
 from cinefoley.models.cavp import squash_resize, varied_input  # noqa: E402
@@ -84,14 +84,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if args.video_dir:
-            videos = sorted(args.video_dir.glob("*.mp4"))[:args.clips]
-            if not videos:
-                raise FileNotFoundError(f"{args.video_dir}: no .mp4 files")
-        else:
-            started = time.perf_counter()
-            videos = write_vggsound_like(tmp / "videos", args.clips, args.height, args.width, args.fps, args.seconds)
-            print(f"wrote {len(videos)} synthetic clips in {time.perf_counter() - started:.1f} s")
+        videos = benchmark_videos(args, tmp / "videos")
         manifest = tmp / "manifest.csv"
         with manifest.open("w", newline="") as f:
             writer = csv.writer(f)

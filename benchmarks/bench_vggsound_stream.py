@@ -42,6 +42,19 @@ def write_vggsound_like(folder: Path, n: int, height: int, width: int, fps: floa
     return paths
 
 
+def benchmark_videos(args, folder: Path) -> list[Path]:
+    """The first ``args.clips`` mp4s of ``args.video_dir``, or as many synthetic VGGSound-like clips written to ``folder``."""
+    if args.video_dir:
+        paths = sorted(args.video_dir.glob("*.mp4"))[:args.clips]
+        if not paths:
+            raise FileNotFoundError(f"{args.video_dir}: no .mp4 files")
+        return paths
+    started = time.perf_counter()
+    paths = write_vggsound_like(folder, args.clips, args.height, args.width, args.fps, args.seconds)
+    print(f"wrote {len(paths)} synthetic clips in {time.perf_counter() - started:.1f} s")
+    return paths
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=8)
@@ -60,14 +73,7 @@ def main(argv=None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if args.video_dir:
-            paths = sorted(args.video_dir.glob("*.mp4"))[:args.clips]
-            if not paths:
-                raise FileNotFoundError(f"{args.video_dir}: no .mp4 files")
-        else:
-            started = time.perf_counter()
-            paths = write_vggsound_like(tmp / "videos", args.clips, args.height, args.width, args.fps, args.seconds)
-            print(f"wrote {len(paths)} synthetic clips in {time.perf_counter() - started:.1f} s")
+        paths = benchmark_videos(args, tmp / "videos")
         rng = np.random.default_rng(0)
         clips = []
         for p in paths:
