@@ -1,5 +1,6 @@
 """The evaluation networks standing in for PANNs, VGGish and Diff-Foley's alignment classifier."""
 
+import numpy as np
 import pytest
 import torch
 from synthetic_av import make_clips
@@ -125,3 +126,15 @@ def test_training_is_seeded(clips, feats):
                                        progress=False)[0].state_dict() for s in (0, 0, 1)]
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not torch.equal(runs[0]["out.weight"], runs[2]["out.weight"])
+
+
+def test_alignment_checks_call_a_pair_aligned_as_align_acc_does():
+    """p = 0.5 is not aligned (Diff-Foley's round(p) == 1); the aligned row counts calls, the others refusals."""
+    from cinefoley.metrics.referees import ALIGNMENT_CHECKS, Referees, alignment_checks
+
+    mels, feats = np.random.rand(4, 128, 128).astype(np.float32), torch.randn(4, 8, 512)
+    table = alignment_checks(Referees(None, lambda m, f: np.full(len(m), 0.5)), mels, feats)
+    assert table.check.tolist() == [name for name, _ in ALIGNMENT_CHECKS]
+    assert table.accuracy.tolist() == [0.0] + [1.0] * (len(ALIGNMENT_CHECKS) - 1) and (table.n == 4).all()
+    table = alignment_checks(Referees(None, lambda m, f: np.full(len(m), 0.51)), mels, feats)
+    assert table.accuracy.tolist() == [1.0] + [0.0] * (len(ALIGNMENT_CHECKS) - 1)

@@ -12,6 +12,7 @@ import torch
 from cinefoley.distill import encode
 from cinefoley.generate import GenerationConfig, sample_mels
 from cinefoley.media.clips import load_split
+from cinefoley.metrics import align_acc
 from cinefoley.metrics.referees import alignment_probs
 from cinefoley.models.cinetoy.referees import classification_accuracy
 from cinefoley.models.model_io import load_model
@@ -36,7 +37,7 @@ def held_out(tmp_path_factory):
 
 
 def called_aligned(models, mels, feats) -> float:
-    return float((np.asarray(alignment_probs(models["align_classifier"], np.asarray(mels), feats)) >= 0.5).mean())
+    return align_acc(alignment_probs(models["align_classifier"], np.asarray(mels), feats))
 
 
 def test_the_referee_accepts_real_aligned_sound_and_rejects_wrong_timing_and_class(held_out):

@@ -22,6 +22,7 @@ from torch import nn
 
 from cinefoley.media.audio import mel_spectrogram, shift_mels
 from cinefoley.metrics.extractors import AudioFeatureExtractor, FeatureCache
+from cinefoley.metrics.scores import align_acc
 from cinefoley.models.align_classifier import AlignmentClassifier
 from cinefoley.models.panns import Cnn14, load_panns, panns_input
 from cinefoley.models.vggish import VGGish, load_vggish, vggish_examples
@@ -87,10 +88,10 @@ def alignment_checks(referees: Referees, mels: np.ndarray, feats: torch.Tensor) 
             f = feats.roll(1, dims=0)
         elif shift is not None:
             f = feats.roll(t // 2 if shift == "half" else shift, dims=1)
-        called = np.asarray(referees.align_prob(m, f)) >= 0.5
+        probs = referees.align_prob(m, f)
+        called = align_acc(probs)  # called aligned exactly as Align Acc calls them
         rows.append({"referee": "alignment classifier (Align Acc)", "check": name,
-                     "accuracy": float(called.mean() if shift is None else 1 - called.mean()),
-                     "chance": 0.5, "n": len(called)})
+                     "accuracy": called if shift is None else 1 - called, "chance": 0.5, "n": len(probs)})
     return pd.DataFrame(rows)
 
 

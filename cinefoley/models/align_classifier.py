@@ -4,7 +4,7 @@
 goes through its own AutoencoderKL (``first_stage_model.*``), ``z = 0.18215 · sample``; the CAVP features
 (B, T, 512) through a :class:`~cinefoley.models.conditioning.VideoFeatEmbedder` 512 -> 512 with 40 positions
 (``cond_model.*``); then ``Classifier_Backbone`` (``model.*``) at t = 0 gives P(aligned). Align Acc is the
-fraction of generated clips with P >= 0.5 (evaluation/align_acc.py: ``round(p) == 1``).
+fraction of generated clips with P > 0.5 (evaluation/align_acc.py: ``round(p) == 1``).
 
 ``Classifier_Backbone`` is the encoder half of an openai/SD UNet (input blocks and the middle block,
 with SpatialTransformer cross-attention to the video context) followed by ``out`` (GroupNorm, SiLU,

@@ -28,6 +28,7 @@ from torch import nn
 from cinefoley.distill import distill, encode
 from cinefoley.media.clips import ClipTensors, load_split, read_manifest
 from cinefoley.metrics.referees import Referees
+from cinefoley.metrics.scores import align_acc
 from cinefoley.models.cinetoy.generator import GeneratorTrainConfig, ToyLDM, ToyLDMConfig, train_generator
 from cinefoley.models.cinetoy.pretrain import PretrainConfig, pretrain
 from cinefoley.models.cinetoy.referees import (EvaluatorTrainConfig, classification_accuracy, train_alignment_classifier,
@@ -212,10 +213,10 @@ class CineToyWorld(World):
         it must reject: the check that Align Acc judges the class and not only the timing."""
         test = self.load()["test"]
         wrong = other_class_mels(self.settings.world, test.clip_ids, self.seed)
-        called = np.asarray(self.referees.align_prob(wrong, feats)) >= 0.5
         return pd.DataFrame([{"referee": "alignment classifier (Align Acc)",
-                              "check": "same onsets played by another class", "accuracy": float(1 - called.mean()),
-                              "chance": 0.5, "n": len(called)}])
+                              "check": "same onsets played by another class",
+                              "accuracy": 1 - align_acc(self.referees.align_prob(wrong, feats)),
+                              "chance": 0.5, "n": len(wrong)}])
 
     def class_check(self, clip_ids: list[str], real: np.ndarray, generated: np.ndarray) -> list[dict]:
         labels = dict(zip(self.load()["test"].clip_ids, self.load()["test"].labels.tolist()))
